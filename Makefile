@@ -1,0 +1,53 @@
+# Lejek: the commands the README names.
+#   make run    install, migrate, load demo data on first start, serve app + worker
+#   make test   install (Python and Debian packages), run the whole suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install run test test-fast lint format migrate seed bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV) || { \
+	  echo "python3 -m venv failed: installing python3-venv"; \
+	  apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
+
+# Exact versions from uv.lock, installed into .venv.
+$(INSTALLED): pyproject.toml uv.lock | $(BIN)/python
+	$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
+	$(BIN)/uv sync --frozen --quiet
+	touch $@
+
+install: $(INSTALLED)
+
+migrate: install
+	$(BIN)/python manage.py migrate --noinput
+
+# Local development: SQLite and the embedded broker unless DATABASE_URL / REDIS_URL say
+# otherwise. Demo data is loaded once, on the first start.
+run: install
+	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py migrate --noinput
+	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py seed_demo --if-empty
+	DEBUG=$${DEBUG:-true} PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile.dev
+
+test: install
+	bash scripts/install-system-deps.sh
+	$(BIN)/python scripts/run_tests.py $(PYTEST_ARGS)
+
+# The SQLite run only, no throw-away servers: the quick loop while coding.
+test-fast: install
+	$(BIN)/python -m pytest -m "not postgres and not redis and not browser" $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	DEBUG=true $(BIN)/python manage.py makemigrations --check --dry-run
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,42 @@
+"""The one place that decides who may see what.
+
+A rep sees and edits only the deals they own. A manager sees and edits the deals of the
+teams they lead (and any deal they own themselves). An admin sees everything. Every
+view, API endpoint, export and report gets its rows through these functions, usually
+via ``Deal.objects.visible_to(user)`` and the ``visible_to`` of the related models.
+"""
+
+from django.db.models import Q
+from django.http import Http404
+
+
+def deal_owner_q(user, prefix=""):
+    """A Q object over deals (or over rows reaching a deal through ``prefix``)."""
+    if user is None or not user.is_authenticated or not user.is_active:
+        return Q(pk__in=[])
+    if user.is_lejek_admin:
+        return Q()
+    owner = f"{prefix}owner"
+    if user.is_manager:
+        return Q(**{owner: user}) | Q(**{f"{owner}__team__manager": user})
+    return Q(**{owner: user})
+
+
+def user_q(user):
+    """Which users' data (as deal owners, KPI slices) ``user`` may see."""
+    if user is None or not user.is_authenticated or not user.is_active:
+        return Q(pk__in=[])
+    if user.is_lejek_admin:
+        return Q()
+    if user.is_manager:
+        return Q(pk=user.pk) | Q(team__manager=user)
+    return Q(pk=user.pk)
+
+
+def get_visible_or_404(queryset, user, **lookup):
+    """Fetch one row of ``queryset.visible_to(user)`` or raise 404: never 403, so an
+    outsider cannot even learn that the row exists."""
+    try:
+        return queryset.visible_to(user).get(**lookup)
+    except queryset.model.DoesNotExist as exc:
+        raise Http404 from exc

@@ -1,0 +1,91 @@
+"""The fixed cast and the real servers the tests use.
+
+Cast: ``rep`` and ``teammate`` in team A led by ``manager``; ``outsider`` (a rep) in
+team B led by ``other_manager``; ``admin``. PostgreSQL runs the whole suite a second
+time (scripts/run_tests.py); Redis comes from ``redis_server``.
+"""
+
+import os
+
+import pytest
+from django.db import connection
+
+from accounts.models import Role
+from scripts.servers import RedisServer, ServerUnavailable
+from tests.factories import TeamFactory, UserFactory
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _unavailable(reason):
+    """Outside CI a missing server skips; in CI it fails, never skips."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: this test must run)")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def on_postgres(db):
+    if connection.vendor != "postgresql":
+        _unavailable("needs PostgreSQL: run with DATABASE_URL, as `make test` does")
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A real redis-server: the one `make test` started, or one of our own."""
+    url = os.environ.get("LEJEK_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    try:
+        server = RedisServer().start()
+    except ServerUnavailable as exc:
+        _unavailable(str(exc))
+    yield server.url
+    server.close()
+
+
+@pytest.fixture
+def team_a(db):
+    return TeamFactory(name="Team A")
+
+
+@pytest.fixture
+def team_b(db):
+    return TeamFactory(name="Team B")
+
+
+@pytest.fixture
+def manager(team_a):
+    user = UserFactory(username="manager", role=Role.MANAGER)
+    team_a.manager = user
+    team_a.save()
+    return user
+
+
+@pytest.fixture
+def other_manager(team_b):
+    user = UserFactory(username="other_manager", role=Role.MANAGER)
+    team_b.manager = user
+    team_b.save()
+    return user
+
+
+@pytest.fixture
+def rep(team_a, manager):
+    return UserFactory(username="rep", role=Role.REP, team=team_a)
+
+
+@pytest.fixture
+def teammate(team_a, manager):
+    return UserFactory(username="teammate", role=Role.REP, team=team_a)
+
+
+@pytest.fixture
+def outsider(team_b, other_manager):
+    return UserFactory(username="outsider", role=Role.REP, team=team_b)
+
+
+@pytest.fixture
+def admin(db):
+    return UserFactory(username="admin", role=Role.ADMIN, is_staff=True, is_superuser=True)
