@@ -34,13 +34,24 @@ from funnel.models import (
     StageEvent,
     StageHistory,
 )
-from funnel.money import local_date, to_base
+from funnel.money import CENT, local_date, to_base
 from funnel.stages import Stage, Status
+from kpis.dirty import mark_deal
 
 
 class DomainError(ValidationError):
     """A change that domain.md forbids. Carries a message (and optionally a field) that
     forms and the API show as they are."""
+
+    def __init__(self, message, code=None, params=None):
+        # ValidationError drops ``code`` when the message is a {field: message} dict; keep
+        # it on each field's message so callers (API, tests) can tell refusals apart.
+        if isinstance(message, dict) and code is not None:
+            message = {
+                field: ValidationError(text, code=code) if isinstance(text, str) else text
+                for field, text in message.items()
+            }
+        super().__init__(message, code, params)
 
 
 class StaleDealError(Exception):
@@ -49,7 +60,9 @@ class StaleDealError(Exception):
     def __init__(self, deal=None):
         self.deal = deal
         super().__init__(
-            _("Someone else changed this deal in the meantime. Review the current data and try again.")
+            _(
+                "Someone else changed this deal in the meantime. Review the current data and try again."
+            )
         )
 
 
@@ -137,7 +150,19 @@ def _money(value, field):
         raise DomainError({field: _("Enter a number.")}, code="invalid")
     if value < 0:
         raise DomainError({field: _("An amount cannot be negative.")}, code="negative")
-    return value
+    return _cents(value, field)
+
+
+def _cents(value, field):
+    """``value`` with exactly two decimal places, as the database stores it: the base
+    amount is computed from, and the change log shows, what is actually saved."""
+    try:
+        cents = value.quantize(CENT)
+    except InvalidOperation as exc:
+        raise DomainError({field: _("Enter a smaller number.")}, code="max_digits") from exc
+    if value != cents:
+        raise DomainError({field: _("Use at most two decimal places.")}, code="max_decimal_places")
+    return cents
 
 
 def _percent(value, field):
@@ -149,7 +174,7 @@ def _percent(value, field):
         raise DomainError({field: _("Enter a number.")}, code="invalid") from exc
     if not value.is_finite() or not Decimal(0) <= value <= Decimal(100):
         raise DomainError({field: _("A discount is a percentage from 0 to 100.")}, code="range")
-    return value
+    return _cents(value, field)
 
 
 def _check_version(deal, expected_version):
@@ -182,6 +207,8 @@ def _write(deal, fields):
         raise StaleDealError(deal)
     deal.version += 1
     deal.updated_at = now
+    # In the same transaction: the KPIs this deal feeds are now stale.
+    mark_deal(deal)
 
 
 def _display(value):
@@ -211,9 +238,11 @@ def current_value_base(deal):
     """Final value if won; else agreed value; else the latest sent offer's value; else
     the estimate. In base currency (domain.md, "Current value")."""
     if deal.status == Status.WON:
-        return ClosingDocument.objects.filter(deal=deal).values_list(
-            "final_value_base", flat=True
-        ).first()
+        return (
+            ClosingDocument.objects.filter(deal=deal)
+            .values_list("final_value_base", flat=True)
+            .first()
+        )
     if deal.agreed_value_base is not None:
         return deal.agreed_value_base
     latest_sent = (
@@ -257,7 +286,11 @@ def create_deal(
         first_touch_at = _moment(first_touch_at, field="first_touch_at")
         if first_touch_at > at:
             raise DomainError(
-                {"first_touch_at": _("The first marketing touch cannot follow the lead's creation.")},
+                {
+                    "first_touch_at": _(
+                        "The first marketing touch cannot follow the lead's creation."
+                    )
+                },
                 code="out_of_order",
             )
     if contact is not None and contact.company_id != company.pk:
@@ -289,6 +322,7 @@ def create_deal(
         deal.current_value_base = deal.estimated_value_base
         deal.save()
         _history(deal, StageEvent.CREATED, None, Stage.LEAD, at, by).save()
+        mark_deal(deal)
     return deal
 
 
@@ -314,6 +348,13 @@ def move_forward(deal, to_stage, *, by, at=None, expected_version=None):
                 code="backward",
             )
         _not_before(deal, at)
+        if at <= deal.stamp(deal.stage):
+            # A stay has a positive length; passing a stage in no time is a skip, and
+            # the KPIs tell skips from stays by equal stamps (docs/kpis.md, "Skips").
+            raise DomainError(
+                {"at": _("A deal must spend some time in a stage before it moves on.")},
+                code="no_stay",
+            )
         path = [*stages.between(deal.stage, target), target]
         if (
             stages.index(target) >= stages.index(Stage.NEGOTIATION)
@@ -356,9 +397,18 @@ def mark_lost(deal, reason, *, by, at=None, note="", expected_version=None):
         deal.lost_stage = deal.stage
         deal.lost_note = note or ""
         deal.last_event_at = at
-        _write(deal, ["status", "lost_at", "lost_reason", "lost_stage", "lost_note", "last_event_at"])
+        _write(
+            deal, ["status", "lost_at", "lost_reason", "lost_stage", "lost_note", "last_event_at"]
+        )
         _history(
-            deal, StageEvent.LOST, deal.stage, deal.stage, at, by, lost_reason=reason, note=note or ""
+            deal,
+            StageEvent.LOST,
+            deal.stage,
+            deal.stage,
+            at,
+            by,
+            lost_reason=reason,
+            note=note or "",
         ).save()
     return deal
 
@@ -389,13 +439,17 @@ def reopen(deal, *, by, at=None, expected_version=None):
         if deal.status != Status.LOST:
             raise DomainError(_("Only a lost deal can be reopened."), code="not_lost")
         _not_before(deal, at)
+        # The loss no longer counts in its period: that period is stale too.
+        mark_deal(deal, deal.lost_at)
         deal.status = Status.OPEN
         deal.lost_at = None
         deal.lost_reason = None
         deal.lost_stage = None
         deal.lost_note = ""
         deal.last_event_at = at
-        _write(deal, ["status", "lost_at", "lost_reason", "lost_stage", "lost_note", "last_event_at"])
+        _write(
+            deal, ["status", "lost_at", "lost_reason", "lost_stage", "lost_note", "last_event_at"]
+        )
         _history(deal, StageEvent.REOPENED, deal.stage, deal.stage, at, by).save()
     return deal
 
@@ -484,16 +538,29 @@ def start_offer(deal, *, value, by, at=None, prep_started_at=None, notes=""):
         deal = Deal.objects.select_for_update().get(pk=deal.pk)
         at = _moment(at)
         _require_open(deal)
+        # domain.md: preparation of the first version starts when the deal enters
+        # ``offer``; a version started earlier would have no stage to belong to.
+        if stages.index(deal.stage) < stages.index(Stage.OFFER):
+            raise DomainError(
+                _("Offers are prepared from the offer stage: move the deal to it first."),
+                code="too_early",
+            )
         value = _money(value, "value")
         if value is None:
             raise DomainError({"value": _("Enter the offer's value.")}, code="required")
         last_version = deal.offers.aggregate(v=Max("version"))["v"] or 0
         if prep_started_at is None:
-            prep_started_at = deal.entered_offer_at if (last_version == 0 and deal.entered_offer_at) else at
+            prep_started_at = (
+                deal.entered_offer_at if (last_version == 0 and deal.entered_offer_at) else at
+            )
         prep_started_at = _moment(prep_started_at, field="prep_started_at")
-        if prep_started_at < deal.entered_lead_at:
+        if prep_started_at < deal.entered_offer_at:
             raise DomainError(
-                {"prep_started_at": _("An offer cannot be prepared before the lead existed.")},
+                {
+                    "prep_started_at": _(
+                        "An offer cannot be prepared before the deal entered the offer stage."
+                    )
+                },
                 code="out_of_order",
             )
         offer = Offer(
@@ -507,6 +574,7 @@ def start_offer(deal, *, value, by, at=None, prep_started_at=None, notes=""):
             created_by=by,
         )
         offer.save()
+        mark_deal(deal)
     return offer
 
 
@@ -543,6 +611,7 @@ def send_offer(offer, *, by, at=None, expected_version=None):
         # A derived value, not an edit: it does not move the deal's version, so a form
         # opened before the offer was sent is not refused for it.
         Deal.objects.filter(pk=deal.pk).update(current_value_base=current_value_base(deal))
+        mark_deal(deal)
     return offer
 
 
@@ -561,6 +630,7 @@ def _respond(offer, status, *, by, at, expected_version):
         offer.status = status
         offer.responded_at = at
         offer.save(update_fields=["status", "responded_at"])
+        mark_deal(deal)
     return deal
 
 
@@ -601,6 +671,7 @@ def add_round(deal, *, held_at, proposed_value, by, discount_pct=0, notes=""):
         if proposed_value is None:
             raise DomainError({"proposed_value": _("Enter the proposed value.")}, code="required")
         number = (deal.rounds.aggregate(n=Max("number"))["n"] or 0) + 1
+        mark_deal(deal)
         return NegotiationRound.objects.create(
             deal=deal,
             number=number,
@@ -622,7 +693,9 @@ def log_activity(deal, *, kind, held_at, by, outcome="", notes=""):
         )
     activity = Activity(deal=deal, kind=kind, held_at=held_at, outcome=outcome, notes=notes, by=by)
     activity.full_clean(exclude=["deal", "by"], validate_constraints=False)
-    activity.save()
+    with transaction.atomic():
+        activity.save()
+        mark_deal(deal)
     return activity
 
 
@@ -652,7 +725,9 @@ def save_closing_document(
                 code="out_of_order",
             )
         if document_type not in DocumentType.values:
-            raise DomainError({"document_type": _("Choose a pro-forma invoice or a contract.")})
+            raise DomainError(
+                {"document_type": _("Choose a pro-forma invoice or a contract.")}, code="invalid"
+            )
         document, created = ClosingDocument.objects.get_or_create(
             deal=deal,
             defaults={
@@ -706,17 +781,29 @@ def update_deal(deal, *, by, expected_version=None, **changes):
             or ClosingDocument.objects.filter(deal=deal).exists()
         ):
             raise DomainError(
-                {"currency": _("The currency cannot change once offers or terms were recorded in it.")},
+                {
+                    "currency": _(
+                        "The currency cannot change once offers or terms were recorded in it."
+                    )
+                },
                 code="currency_locked",
             )
         if deal.first_touch_at is not None and deal.first_touch_at > deal.entered_lead_at:
             raise DomainError(
-                {"first_touch_at": _("The first marketing touch cannot follow the lead's creation.")},
+                {
+                    "first_touch_at": _(
+                        "The first marketing touch cannot follow the lead's creation."
+                    )
+                },
                 code="out_of_order",
             )
         if deal.contact_id is not None and deal.contact.company_id != deal.company_id:
-            raise DomainError({"contact": _("The contact works for another company.")}, code="contact")
+            raise DomainError(
+                {"contact": _("The contact works for another company.")}, code="contact"
+            )
         deal.full_clean(validate_unique=False, validate_constraints=False)
+        # A new expected close date moves the deal out of its old period's pipeline.
+        mark_deal(deal, before["expected_close_date"])
         fields = list(changed)
         if {"estimated_value", "currency"} & set(changed):
             deal.estimated_value_base = to_base(

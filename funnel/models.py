@@ -330,7 +330,8 @@ class Deal(models.Model):
         blank=True,
         related_name="deals",
     )
-    lost_stage = models.CharField(
+    # NULL, not "": the outcome constraints test "no stage" with IS NULL.
+    lost_stage = models.CharField(  # noqa: DJ001
         _("lost at stage"), max_length=20, choices=Stage.choices, null=True, blank=True
     )
     lost_note = models.TextField(_("lost note"), blank=True)
@@ -382,9 +383,7 @@ class Deal(models.Model):
         ]
         constraints = [
             models.CheckConstraint(condition=Q(stage__in=Stage.values), name="deal_stage_valid"),
-            models.CheckConstraint(
-                condition=Q(status__in=Status.values), name="deal_status_valid"
-            ),
+            models.CheckConstraint(condition=Q(status__in=Status.values), name="deal_status_valid"),
             models.CheckConstraint(
                 condition=Q(estimated_value__isnull=True) | Q(estimated_value__gte=0),
                 name="deal_estimated_value_non_negative",
@@ -460,7 +459,6 @@ class Deal(models.Model):
         return [(stage, self.stamp(stage)) for stage in stages.ORDER]
 
 
-
 class RelatedToDealQuerySet(models.QuerySet):
     def visible_to(self, user):
         return self.filter(deal_owner_q(user, prefix="deal__"))
@@ -483,7 +481,8 @@ class StageHistory(models.Model):
         Deal, verbose_name=_("deal"), on_delete=models.CASCADE, related_name="history"
     )
     event = models.CharField(_("event"), max_length=10, choices=StageEvent.choices)
-    from_stage = models.CharField(
+    # NULL for the creation row: the deal came from no stage.
+    from_stage = models.CharField(  # noqa: DJ001
         _("from stage"), max_length=20, choices=Stage.choices, null=True, blank=True
     )
     to_stage = models.CharField(_("to stage"), max_length=20, choices=Stage.choices)
@@ -525,10 +524,6 @@ class StageHistory(models.Model):
     def __str__(self):
         return f"{self.deal_id} {self.event} {self.from_stage}→{self.to_stage} {self.at:%Y-%m-%d}"
 
-    @property
-    def skipped(self):
-        return self.event == StageEvent.SKIPPED
-
     def save(self, *args, **kwargs):
         if not self._state.adding:
             raise ValueError("Stage history is append-only: rows are never changed.")
@@ -536,6 +531,10 @@ class StageHistory(models.Model):
 
     def delete(self, *args, **kwargs):
         raise ValueError("Stage history is append-only: rows are never deleted.")
+
+    @property
+    def skipped(self):
+        return self.event == StageEvent.SKIPPED
 
 
 class DealChange(models.Model):

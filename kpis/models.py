@@ -1,0 +1,219 @@
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from accounts.access import user_q
+from funnel.stages import Stage
+from kpis.periods import Grain, Period
+
+MONEY = {"max_digits": 16, "decimal_places": 2}
+# KPI values: enough digits for money sums at 1M deals, and for exact ratios.
+VALUE = {"max_digits": 28, "decimal_places": 8}
+
+
+class KpiSnapshot(models.Model):
+    """One stored KPI value: for a KPI, a period (grain + first day), a slice and an
+    optional breakdown. Keeps numerator and denominator so a report can show how the
+    value was computed and list the deals behind each."""
+
+    kpi = models.CharField(_("KPI"), max_length=60)
+    grain = models.CharField(_("grain"), max_length=10, choices=Grain.choices)
+    period_start = models.DateField(_("period start"))
+    slice = models.CharField(_("slice"), max_length=140, default="company")
+    breakdown = models.CharField(_("breakdown"), max_length=140, blank=True, default="")
+    value = models.DecimalField(_("value"), null=True, blank=True, **VALUE)
+    numerator = models.DecimalField(_("numerator"), null=True, blank=True, **VALUE)
+    denominator = models.DecimalField(_("denominator"), null=True, blank=True, **VALUE)
+    extra = models.JSONField(_("extra"), default=dict, blank=True)
+    computed_at = models.DateTimeField(_("computed at"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("KPI snapshot")
+        verbose_name_plural = _("KPI snapshots")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kpi", "grain", "period_start", "slice", "breakdown"],
+                name="snapshot_unique_key",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["grain", "period_start", "slice"], name="snapshot_period_slice"),
+        ]
+
+    def __str__(self):
+        return f"{self.kpi} {self.period} {self.slice} {self.breakdown}: {self.value}"
+
+    @property
+    def period(self):
+        return Period(self.grain, self.period_start)
+
+
+class DirtyDay(models.Model):
+    """A local day whose KPIs must be recomputed (with every week, month, quarter and
+    year containing it). Written in the same transaction as the change that caused it:
+    the source of truth for freshness. ``generation`` grows on every new mark, so a
+    recompute clears a mark only if nothing marked it again meanwhile."""
+
+    day = models.DateField(_("day"), unique=True)
+    generation = models.PositiveBigIntegerField(_("generation"), default=1)
+    dirtied_at = models.DateTimeField(_("dirtied at"), default=timezone.now)
+    # A worker's lease on the mark while it recomputes; an expired lease (the worker
+    # died) lets the next sweep take the mark again.
+    claimed_until = models.DateTimeField(_("claimed until"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("dirty day")
+        verbose_name_plural = _("dirty days")
+
+    def __str__(self):
+        return f"{self.day} (generation {self.generation})"
+
+
+class TargetQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        if user is None or not user.is_authenticated:
+            return self.none()
+        if user.is_lejek_admin:
+            return self
+        from accounts.models import User
+
+        reps = User.objects.filter(user_q(user))
+        teams = user.managed_teams.all() if user.is_manager else []
+        return self.filter(Q(rep__in=reps) | Q(team__in=teams))
+
+
+class Target(models.Model):
+    """A revenue target of the company (no team, no rep), a team, or a rep, for one
+    period. Targets of a month add up into quarters and years that have none."""
+
+    grain = models.CharField(_("grain"), max_length=10, choices=Grain.choices, default=Grain.MONTH)
+    period_start = models.DateField(_("period start"))
+    team = models.ForeignKey(
+        "accounts.Team",
+        verbose_name=_("team"),
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="targets",
+    )
+    rep = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("rep"),
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="targets",
+    )
+    amount = models.DecimalField(
+        _("target revenue"), validators=[MinValueValidator(Decimal(0))], **MONEY
+    )
+    set_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("set by"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    set_at = models.DateTimeField(_("set at"), default=timezone.now)
+
+    objects = TargetQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-period_start"]
+        verbose_name = _("target")
+        verbose_name_plural = _("targets")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["grain", "period_start", "team", "rep"],
+                name="target_unique_scope",
+                nulls_distinct=False,
+            ),
+            models.CheckConstraint(
+                condition=Q(team__isnull=True) | Q(rep__isnull=True), name="target_one_scope"
+            ),
+            models.CheckConstraint(condition=Q(amount__gte=0), name="target_non_negative"),
+        ]
+
+    def __str__(self):
+        scope = self.rep or self.team or _("Company")
+        return f"{scope} {Period(self.grain, self.period_start)}: {self.amount}"
+
+
+class ForecastKind(models.TextChoices):
+    COMMITTED = "committed", _("Committed by a manager")
+    FROZEN = "frozen", _("Weighted pipeline frozen at the period's start")
+
+
+class Forecast(models.Model):
+    """The revenue forecast a period is judged against: a manager's committed forecast
+    entered before the period began, else the weighted pipeline frozen at its start."""
+
+    grain = models.CharField(_("grain"), max_length=10, choices=Grain.choices, default=Grain.MONTH)
+    period_start = models.DateField(_("period start"))
+    team = models.ForeignKey(
+        "accounts.Team",
+        verbose_name=_("team"),
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="forecasts",
+    )
+    kind = models.CharField(_("kind"), max_length=10, choices=ForecastKind.choices)
+    amount = models.DecimalField(_("forecast revenue"), **MONEY)
+    entered_at = models.DateTimeField(_("entered at"), default=timezone.now)
+    entered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("entered by"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["-period_start"]
+        verbose_name = _("forecast")
+        verbose_name_plural = _("forecasts")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["grain", "period_start", "team", "kind"],
+                name="forecast_unique",
+                nulls_distinct=False,
+            ),
+        ]
+
+    def __str__(self):
+        return f"{Period(self.grain, self.period_start)} {self.kind}: {self.amount}"
+
+
+class StageSetting(models.Model):
+    """Admin-set per-stage parameters: the default win probability used while too few
+    deals closed to measure it, and the stall limit (default: twice the median stay)."""
+
+    stage = models.CharField(_("stage"), max_length=20, choices=Stage.choices, unique=True)
+    default_probability_pct = models.DecimalField(
+        _("default win probability %"),
+        max_digits=5,
+        decimal_places=2,
+        validators=[MinValueValidator(Decimal(0)), MaxValueValidator(Decimal(100))],
+    )
+    stall_limit_days = models.PositiveIntegerField(
+        _("stall limit (days)"),
+        null=True,
+        blank=True,
+        help_text=_("Empty: twice the median time deals spend in this stage."),
+    )
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name = _("stage setting")
+        verbose_name_plural = _("stage settings")
+
+    def __str__(self):
+        return str(Stage(self.stage).label)

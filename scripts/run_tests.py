@@ -27,9 +27,7 @@ def main(extra):
     with postgres_server() as database_url, redis_server() as redis:
         common = {"LEJEK_TEST_REDIS_URL": redis.url}
         sqlite = pytest(["-m", "not postgres", *extra], **common)
-        postgres = pytest(
-            ["-m", "not browser", *extra], DATABASE_URL=database_url, **common
-        )
+        postgres = pytest(["-m", "not browser", *extra], DATABASE_URL=database_url, **common)
     print(f"\nSQLite run: exit {sqlite}; PostgreSQL run: exit {postgres}")
     # pytest exits 5 when it collected nothing: that is a failure of the suite too.
     return 0 if sqlite == postgres == 0 else 1

@@ -80,7 +80,9 @@ def days_ago(days, hour=12):
     return moment.replace(hour=hour, minute=0, second=0, microsecond=0)
 
 
-def make_deal(owner, *, at=None, company=None, channel=None, estimated_value=Decimal("10000"), **kw):
+def make_deal(
+    owner, *, at=None, company=None, channel=None, estimated_value=Decimal("10000"), **kw
+):
     return domain.create_deal(
         by=owner,
         owner=owner,
@@ -108,7 +110,11 @@ def deal_in_stage(owner, stage, *, start_days_ago=60, value=Decimal("10000"), **
             day -= 1
         if next_stage == Stage.CLOSING:
             domain.agree_terms(
-                deal, agreed_value=value * Decimal("0.9"), discount_pct=10, by=owner, at=days_ago(day)
+                deal,
+                agreed_value=value * Decimal("0.9"),
+                discount_pct=10,
+                by=owner,
+                at=days_ago(day),
             )
             day -= 1
         domain.move_forward(deal, next_stage, by=owner, at=days_ago(day))

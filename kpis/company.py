@@ -1,0 +1,590 @@
+"""Company-level KPIs and the "now" KPIs (open deals per stage, stalled deals).
+
+Most are formulas over the family measures already gathered for the period (revenue is
+the won family's value); the rest need small direct queries: active reps, targets,
+forecasts, customers, open pipeline by expected close date, and trailing-12-month
+rates. Each query covers all slices of a period at once (grouped by owner, mapped to
+team and rep), never a loop over deals. Definitions: docs/kpis.md, "Company level".
+"""
+
+import datetime
+import statistics
+from collections import defaultdict
+from decimal import Decimal
+
+from django.db.models import Count, DateField, Exists, F, OuterRef, Q, Subquery, Sum
+from django.db.models.functions import Trunc
+
+from accounts.models import Role, Team, User
+from funnel import stages
+from funnel.models import Activity, Company, Deal, StageHistory
+from funnel.stages import Status
+from kpis.families import FAMILIES, SLICE_FIELDS, group_by
+from kpis.models import Forecast, ForecastKind, KpiSnapshot, StageSetting, Target
+from kpis.periods import Grain, Period, local_midnight, tz
+from kpis.spend import sales_cost_by_period
+
+MIN_CLOSED = 20
+HUNDRED = Decimal(100)
+
+
+def year_before(moment):
+    """The same local wall-clock moment one calendar year earlier (Feb 29 -> Feb 28)."""
+    moment = moment.astimezone(tz())
+    try:
+        return moment.replace(year=moment.year - 1)
+    except ValueError:
+        return moment.replace(year=moment.year - 1, day=28)
+
+
+def ratio(num, den, scale=1):
+    if num is None or den is None or den == 0:
+        return None
+    return Decimal(num) / Decimal(den) * scale
+
+
+def _people():
+    """Owner id -> team id for everyone who can own deals, teams, and reps."""
+    owners = dict(User.objects.values_list("id", "team_id"))
+    reps = set(User.objects.filter(role=Role.REP).values_list("id", flat=True))
+    teams = list(Team.objects.values_list("id", flat=True))
+    return owners, reps, teams
+
+
+def _scopes(owner_id, owners):
+    out = ["company", f"rep:{owner_id}"]
+    team = owners.get(owner_id)
+    if team is not None:
+        out.append(f"team:{team}")
+    return out
+
+
+def stage_probabilities(now):
+    """Win probability per stage: the share won of deals that reached the stage in the
+    12 months before ``now`` and closed; the admin default while fewer than 20 closed."""
+    settings = dict(StageSetting.objects.values_list("stage", "default_probability_pct"))
+    since = year_before(now)
+    out = {}
+    for stage in stages.ORDER:
+        stamp = stages.stamp_field(stage)
+        counts = Deal.objects.filter(**{f"{stamp}__gte": since, f"{stamp}__lt": now}).aggregate(
+            won=Count("pk", filter=Q(status=Status.WON)),
+            closed=Count("pk", filter=Q(status__in=[Status.WON, Status.LOST])),
+        )
+        if counts["closed"] >= MIN_CLOSED:
+            out[stage] = Decimal(counts["won"]) / Decimal(counts["closed"])
+        elif stage in settings:
+            out[stage] = settings[stage] / HUNDRED
+        else:
+            out[stage] = Decimal(0)  # no measure, no default: adds nothing
+    return out
+
+
+def _outcomes_by_owner(start_at, end_at):
+    """Won count, value, cycle days and lost opportunities per owner in a window."""
+    won = Deal.objects.filter(status=Status.WON, won_at__gte=start_at, won_at__lt=end_at)
+    lost = Deal.objects.filter(
+        status=Status.LOST,
+        lost_at__gte=start_at,
+        lost_at__lt=end_at,
+        entered_needs_at__isnull=False,
+    )
+    out = defaultdict(lambda: {"won": 0, "value": Decimal(0), "cycle": Decimal(0), "lost": 0})
+    for row in (
+        won.order_by()
+        .values("owner_id")
+        .annotate(
+            n=Count("pk"),
+            value=Sum("current_value_base"),
+            cycle=Sum(F("won_at") - F("entered_needs_at")),
+        )
+    ):
+        entry = out[row["owner_id"]]
+        entry["won"] += row["n"]
+        entry["value"] += row["value"] or 0
+        entry["cycle"] += _days(row["cycle"]) or 0
+    for row in lost.order_by().values("owner_id").annotate(n=Count("pk")):
+        out[row["owner_id"]]["lost"] += row["n"]
+    return out
+
+
+def _roll_up(per_owner, owners, fields):
+    out = defaultdict(lambda: dict.fromkeys(fields, 0))
+    for owner_id, values in per_owner.items():
+        for scope in _scopes(owner_id, owners):
+            for f in fields:
+                out[scope][f] = out[scope][f] + values[f]
+    return out
+
+
+def _days(delta):
+    from kpis.compute import number
+
+    return number(delta)
+
+
+class CompanyKpis:
+    def __init__(self, grain, periods, measures, spend, now, computed_at):
+        self.grain = grain
+        self.periods = periods
+        self.measures = measures
+        self.spend = spend
+        self.now = now
+        self.computed_at = computed_at
+        self.owners, self.reps, self.teams = _people()
+        self.rows = []
+
+    def add(self, code, period, slice_, value, num=None, den=None, extra=None):
+        self.rows.append(
+            KpiSnapshot(
+                kpi=code,
+                grain=self.grain,
+                period_start=period.start,
+                slice=slice_,
+                breakdown="",
+                value=value,
+                numerator=num,
+                denominator=den,
+                extra=extra or {},
+                computed_at=self.computed_at,
+            )
+        )
+
+    def m(self, period, slice_, family, measure):
+        return self.measures.get((period.start, slice_, ""), family, measure)
+
+    def people_slices(self):
+        return ["company", *(f"team:{t}" for t in self.teams), *(f"rep:{r}" for r in self.reps)]
+
+    # --- inputs that need their own queries -----------------------------------------
+
+    def active_reps(self, period):
+        active = User.objects.filter(role=Role.REP).filter(
+            Exists(
+                Deal.objects.filter(owner=OuterRef("pk"), entered_lead_at__lt=period.end_at)
+                .exclude(won_at__lt=period.start_at)
+                .exclude(lost_at__lt=period.start_at)
+            )
+        )
+        out = defaultdict(int)
+        for rep_id, team_id in active.values_list("id", "team_id"):
+            out["company"] += 1
+            out[f"rep:{rep_id}"] += 1
+            if team_id is not None:
+                out[f"team:{team_id}"] += 1
+        return out
+
+    def targets(self):
+        """{(period start, scope): amount}; months add up into quarters and years that
+        have no target of their own."""
+        first, end = self.periods[0].start, self.periods[-1].end
+        explicit = {}
+        monthly = defaultdict(Decimal)
+        for t in Target.objects.filter(period_start__gte=first, period_start__lt=end):
+            scope = (
+                f"rep:{t.rep_id}" if t.rep_id else f"team:{t.team_id}" if t.team_id else "company"
+            )
+            if t.grain == self.grain:
+                explicit[(t.period_start, scope)] = t.amount
+            if t.grain == Grain.MONTH and self.grain in (Grain.QUARTER, Grain.YEAR):
+                monthly[(Period.containing(self.grain, t.period_start).start, scope)] += t.amount
+        return {**monthly, **explicit}
+
+    def open_pipeline(self, probabilities):
+        """{(period start, scope): (Σ current value, Σ weighted)} of open opportunities
+        by the period of their expected close date."""
+        first, end = self.periods[0].start, self.periods[-1].end
+        rows = (
+            Deal.objects.open()
+            .opportunities()
+            .filter(expected_close_date__gte=first, expected_close_date__lt=end)
+            .annotate(_bucket=Trunc("expected_close_date", self.grain, output_field=DateField()))
+            .order_by()
+            .values("_bucket", "owner_id", "stage")
+            .annotate(value=Sum("current_value_base"))
+        )
+        out = defaultdict(lambda: [Decimal(0), Decimal(0)])
+        for row in rows:
+            value = row["value"] or Decimal(0)
+            for scope in _scopes(row["owner_id"], self.owners):
+                entry = out[(row["_bucket"], scope)]
+                entry[0] += value
+                entry[1] += value * probabilities[row["stage"]]
+        return out
+
+    def new_customers(self):
+        first, end = self.periods[0], self.periods[-1]
+        rows = (
+            Company.objects.annotate(
+                first_won=Subquery(
+                    Deal.objects.filter(company=OuterRef("pk"), status=Status.WON)
+                    .order_by("won_at")
+                    .values("won_at")[:1]
+                )
+            )
+            .filter(first_won__gte=first.start_at, first_won__lt=end.end_at)
+            .annotate(_bucket=Trunc("first_won", self.grain, output_field=DateField(), tzinfo=tz()))
+            .order_by()
+            .values("_bucket")
+            .annotate(n=Count("pk"))
+        )
+        return {row["_bucket"]: row["n"] for row in rows}
+
+    @staticmethod
+    def active_customers(moment):
+        """Companies that won a deal in the 12 months before ``moment`` and were not
+        marked churned before it."""
+        day = moment.astimezone(tz()).date()
+        return set(
+            Company.objects.filter(
+                Exists(
+                    Deal.objects.filter(
+                        company=OuterRef("pk"),
+                        status=Status.WON,
+                        won_at__gte=year_before(moment),
+                        won_at__lt=moment,
+                    )
+                )
+            )
+            .exclude(churned_at__lt=day)
+            .values_list("pk", flat=True)
+        )
+
+    # --- the KPIs -------------------------------------------------------------------
+
+    def compute(self):
+        probabilities = stage_probabilities(self.now)
+        targets = self.targets()
+        pipeline = self.open_pipeline(probabilities)
+        new_customers = self.new_customers()
+        sales_cost = sales_cost_by_period(self.grain, self.periods[0].start, self.periods[-1].end)
+        trailing = _roll_up(
+            _outcomes_by_owner(year_before(self.now), self.now), self.owners, ("won", "lost")
+        )
+        forecasts = self.forecasts()
+        for period in self.periods:
+            self.period_kpis(
+                period, targets, pipeline, new_customers, sales_cost, trailing, forecasts
+            )
+        self.now_kpis()
+        return self.rows
+
+    def forecasts(self):
+        out = {}
+        qs = Forecast.objects.filter(
+            grain=self.grain,
+            period_start__in=[p.start for p in self.periods],
+        ).order_by("kind", "entered_at")
+        for f in qs:
+            scope = f"team:{f.team_id}" if f.team_id else "company"
+            key = (f.period_start, scope)
+            committed_in_time = f.kind == ForecastKind.COMMITTED and f.entered_at < local_midnight(
+                f.period_start
+            )
+            if committed_in_time:
+                out[key] = f.amount  # a committed forecast wins over the frozen pipeline
+            elif f.kind == ForecastKind.FROZEN and key not in out:
+                out[key] = f.amount
+        return out
+
+    def period_kpis(
+        self, period, targets, pipeline, new_customers, sales_cost, trailing, forecasts
+    ):
+        active = self.active_reps(period)
+        previous = period.previous()
+        velocity = self.velocity_inputs(period)
+        for slice_ in self.people_slices():
+            revenue = self.m(period, slice_, "won", "value")
+            won = self.m(period, slice_, "won", "n")
+            self.add("revenue", period, slice_, revenue, revenue)
+            prev = self.m(previous, slice_, "won", "value")
+            self.add(
+                "revenue_growth_pct",
+                period,
+                slice_,
+                ratio(revenue - prev, prev, 100),
+                revenue - prev,
+                prev,
+            )
+            self.add("avg_deal_size", period, slice_, ratio(revenue, won), revenue, won)
+            cycle = self.m(period, slice_, "won", "cycle_days")
+            self.add("sales_cycle_days", period, slice_, ratio(cycle, won), cycle, won)
+            self.add(
+                "sales_cycle_days_median",
+                period,
+                slice_,
+                self.measures.median((period.start, slice_, ""), "won", "cycle_days"),
+            )
+            open_value, weighted = pipeline.get((period.start, slice_), (Decimal(0), Decimal(0)))
+            self.add("weighted_pipeline", period, slice_, weighted, weighted)
+            n, w, s, c = velocity.get(slice_, (0, None, None, None))
+            if None in (w, s, c) or c == 0:
+                self.add("pipeline_velocity", period, slice_, None, None, c, {"open": n})
+            else:
+                num = Decimal(n) * w * s
+                self.add("pipeline_velocity", period, slice_, num / c, num, c, {"open": n})
+            target = targets.get((period.start, slice_))
+            self.coverage(period, slice_, open_value, target, revenue, trailing)
+            self.add(
+                "target_attainment_pct",
+                period,
+                slice_,
+                ratio(revenue, target, 100),
+                revenue,
+                target,
+            )
+            reps_here = active.get(slice_, 0)
+            for code, family, measure in (
+                ("calls_per_rep", "needs_activity", "calls"),
+                ("emails_per_rep", "needs_activity", "emails"),
+                ("meetings_per_rep", "needs_activity", "meetings"),
+            ):
+                count = self.m(period, slice_, family, measure)
+                self.add(code, period, slice_, ratio(count, reps_here), count, reps_here)
+            if slice_.startswith("rep:"):
+                continue
+            self.add(
+                "rep_productivity", period, slice_, ratio(revenue, reps_here), revenue, reps_here
+            )
+            leads = self.m(period, slice_, "lead", "n")
+            self.add("new_leads_per_rep", period, slice_, ratio(leads, reps_here), leads, reps_here)
+            self.quota(period, slice_, targets)
+            self.forecast_accuracy(period, slice_, revenue, forecasts.get((period.start, slice_)))
+        self.company_only(period, new_customers, sales_cost)
+
+    def coverage(self, period, slice_, open_value, target, revenue, trailing):
+        t = trailing.get(slice_, {"won": 0, "lost": 0})
+        win_rate = ratio(t["won"], t["won"] + t["lost"])
+        extra = {"coverage_needed": float(1 / win_rate) if win_rate else None}
+        if target is None:
+            self.add("pipeline_coverage", period, slice_, None, open_value, None, extra)
+            return
+        gap = target - revenue
+        if gap <= 0:
+            extra["target_met"] = True
+            self.add("pipeline_coverage", period, slice_, None, open_value, gap, extra)
+            return
+        self.add("pipeline_coverage", period, slice_, open_value / gap, open_value, gap, extra)
+
+    def quota(self, period, slice_, targets):
+        reps = [
+            r for r in self.reps if slice_ == "company" or f"team:{self.owners.get(r)}" == slice_
+        ]
+        with_target = [r for r in reps if (period.start, f"rep:{r}") in targets]
+        at_quota = [
+            r
+            for r in with_target
+            if self.m(period, f"rep:{r}", "won", "value") >= targets[(period.start, f"rep:{r}")]
+        ]
+        self.add(
+            "quota_attainment_pct",
+            period,
+            slice_,
+            ratio(len(at_quota), len(with_target), 100),
+            len(at_quota),
+            len(with_target),
+        )
+
+    def forecast_accuracy(self, period, slice_, actual, forecast):
+        if forecast is None or actual == 0:
+            self.add("forecast_accuracy_pct", period, slice_, None, forecast, actual)
+            return
+        accuracy = max(Decimal(0), 1 - abs(actual - forecast) / actual) * HUNDRED
+        bias = (forecast - actual) / actual * HUNDRED
+        self.add(
+            "forecast_accuracy_pct",
+            period,
+            slice_,
+            accuracy,
+            forecast,
+            actual,
+            {"bias_pct": float(bias)},
+        )
+
+    def velocity_inputs(self, period):
+        """Per scope: N open opportunities at the period's start; W, S, C over the 12
+        months ending there."""
+        start = period.start_at
+        open_at_start = (
+            Deal.objects.filter(entered_needs_at__lt=start)
+            .exclude(won_at__lt=start)
+            .exclude(lost_at__lt=start)
+            .order_by()
+            .values("owner_id")
+            .annotate(n=Count("pk"))
+        )
+        n = _roll_up({r["owner_id"]: {"n": r["n"]} for r in open_at_start}, self.owners, ("n",))
+        outcomes = _roll_up(
+            _outcomes_by_owner(year_before(start), start),
+            self.owners,
+            ("won", "value", "cycle", "lost"),
+        )
+        out = {}
+        for scope in set(n) | set(outcomes):
+            o = outcomes.get(scope, {"won": 0, "value": 0, "cycle": 0, "lost": 0})
+            win = ratio(o["won"], o["won"] + o["lost"])
+            size = ratio(o["value"], o["won"])
+            cycle = ratio(o["cycle"], o["won"])
+            out[scope] = (n.get(scope, {"n": 0})["n"], win, size, cycle)
+        return out
+
+    def company_only(self, period, new_customers, sales_cost):
+        revenue = self.m(period, "company", "won", "value")
+        spend = self.spend.get((period.start, "company"), Decimal(0))
+        cost = spend + sales_cost.get((period.start, "company"), Decimal(0))
+        customers = new_customers.get(period.start, 0)
+        self.add("cac", period, "company", ratio(cost, customers), cost, customers)
+        self.add(
+            "sales_cost_ratio_pct", period, "company", ratio(cost, revenue, 100), cost, revenue
+        )
+        start_set = self.active_customers(period.start_at)
+        end_set = self.active_customers(period.end_at)
+        churned = len(start_set - end_set)
+        self.add(
+            "churn_pct",
+            period,
+            "company",
+            ratio(churned, len(start_set), 100),
+            churned,
+            len(start_set),
+        )
+        won_counts = (
+            Deal.objects.filter(status=Status.WON, won_at__lt=period.end_at)
+            .order_by()
+            .values("company_id")
+            .annotate(n=Count("pk"))
+        )
+        customers_total = repeat = 0
+        for row in won_counts:
+            customers_total += 1
+            repeat += row["n"] >= 2
+        self.add(
+            "repeat_customer_pct",
+            period,
+            "company",
+            ratio(repeat, customers_total, 100),
+            repeat,
+            customers_total,
+        )
+        self.clv(period, end_set)
+
+    def clv(self, period, active_at_end):
+        end = period.end_at
+        year_ago = year_before(end)
+        active_then = self.active_customers(year_ago)
+        annual_churn = ratio(len(active_then - active_at_end), len(active_then))
+        value = (
+            Deal.objects.filter(
+                status=Status.WON,
+                won_at__gte=year_ago,
+                won_at__lt=end,
+                company_id__in=active_at_end,
+            ).aggregate(v=Sum("current_value_base"))["v"]
+            if active_at_end
+            else None
+        ) or Decimal(0)
+        per_customer = ratio(value, len(active_at_end))
+        extra = {
+            "value_per_customer_year": float(per_customer) if per_customer is not None else None,
+            "annual_churn": float(annual_churn) if annual_churn is not None else None,
+        }
+        if per_customer is None or not annual_churn:
+            self.add("clv", period, "company", None, per_customer, annual_churn, extra)
+            return
+        self.add(
+            "clv", period, "company", per_customer / annual_churn, per_customer, annual_churn, extra
+        )
+
+    # --- now ------------------------------------------------------------------------
+
+    def now_kpis(self):
+        """Open deals and value per stage, and stalled deals, as of now: stored for the
+        period that contains today."""
+        today = self.now.astimezone(tz()).date()
+        current = [p for p in self.periods if p.start <= today < p.end]
+        if not current:
+            return
+        period = current[0]
+        limits = stall_limits(self.now)
+        last_activity = (
+            Activity.objects.filter(deal=OuterRef("pk")).order_by("-held_at").values("held_at")[:1]
+        )
+        # The latest stage change: a move, a skip or a reopening (not an edit of terms).
+        last_change = (
+            StageHistory.objects.filter(deal=OuterRef("pk")).order_by("-at").values("at")[:1]
+        )
+        stalled = Q()
+        for stage, days in limits.items():
+            if days is None:
+                continue
+            cutoff = self.now - datetime.timedelta(days=days)
+            stalled |= Q(stage=stage, _last_change__lt=cutoff) & (
+                Q(_last_activity__isnull=True) | Q(_last_activity__lt=cutoff)
+            )
+        base = Deal.objects.open().annotate(
+            _last_activity=Subquery(last_activity), _last_change=Subquery(last_change)
+        )
+        for slice_type in ("company", *SLICE_FIELDS):
+            group = ["stage"]
+            qs = base
+            if slice_type != "company":
+                qs = group_by(qs, "_slice", SLICE_FIELDS[slice_type])
+                group.append("_slice")
+            per_slice = defaultdict(lambda: defaultdict(lambda: [0, Decimal(0), 0]))
+            for row in (
+                qs.order_by()
+                .values(*group)
+                .annotate(
+                    n=Count("pk"),
+                    value=Sum("current_value_base"),
+                    stalled=Count("pk", filter=stalled)
+                    if limits
+                    else Count("pk", filter=Q(pk__in=[])),
+                )
+            ):
+                key = "company" if slice_type == "company" else f"{slice_type}:{row['_slice']}"
+                entry = per_slice[key][row["stage"]]
+                entry[0] += row["n"]
+                entry[1] += row["value"] or 0
+                entry[2] += row["stalled"]
+            if slice_type == "company":
+                per_slice.setdefault("company", defaultdict(lambda: [0, Decimal(0), 0]))
+            for key, by_stage in per_slice.items():
+                for stage in stages.ORDER:
+                    n, value, _ = by_stage.get(stage, (0, Decimal(0), 0))
+                    self.add(f"open_deals_{stage}", period, key, Decimal(n), Decimal(n))
+                    self.add(f"open_value_{stage}", period, key, value, value)
+                total_stalled = sum(v[2] for v in by_stage.values())
+                self.add(
+                    "stalled_deals", period, key, Decimal(total_stalled), Decimal(total_stalled)
+                )
+
+
+def stall_limits(now):
+    """Days after which an open deal in each stage counts as stalled: the admin's limit,
+    else twice the median stay in the stage over the 12 months before ``now``."""
+    explicit = dict(
+        StageSetting.objects.filter(stall_limit_days__isnull=False).values_list(
+            "stage", "stall_limit_days"
+        )
+    )
+    since = year_before(now)
+    out = {}
+    for stage in stages.ORDER:
+        if stage in explicit:
+            out[stage] = explicit[stage]
+            continue
+        family = FAMILIES[f"stay_{stage}"]
+        values = [
+            _days(v)
+            for v in family.in_range(since, now)
+            .annotate(_stay=family.medians["days"])
+            .order_by()
+            .values_list("_stay", flat=True)
+        ]
+        out[stage] = float(2 * statistics.median(values)) if values else None
+    return out
+
+
+def compute(grain, periods, measures, spend, now, computed_at):
+    return CompanyKpis(grain, periods, measures, spend, now, computed_at).compute()

@@ -1,0 +1,103 @@
+"""Dirty marks: which local days need their KPIs recomputed.
+
+Every transition and edit marks, in its own transaction, the days its deal's KPIs
+depend on (its stage stamps, outcomes, offers, first activity, expected close date,
+and today for the "now" KPIs). A task enqueued on commit recomputes them soon; the
+periodic sweep recomputes whatever is still marked, so a lost message only delays a
+number (pitfalls.md, "Keeping KPIs fresh").
+"""
+
+import datetime
+import logging
+import time
+from collections.abc import Iterable
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from funnel.stages import STAMP_FIELDS
+from kpis.models import DirtyDay
+from kpis.periods import local_date, today
+
+log = logging.getLogger(__name__)
+
+#: How long a worker may hold a claimed mark before another may take it over; longer
+#: than the slowest recompute of one batch.
+CLAIM_LEASE = datetime.timedelta(minutes=30)
+
+
+def _day(value):
+    if value is None:
+        return None
+    if isinstance(value, datetime.datetime):
+        return local_date(value)
+    return value
+
+
+def mark_days(days: Iterable):
+    """Mark ``days`` (dates or datetimes) dirty. Each new mark gets a new generation,
+    so a recompute that started before it will not clear it."""
+    days = sorted({d for d in map(_day, days) if d is not None})
+    if not days:
+        return
+    now = timezone.now()
+    generation = time.time_ns()
+    DirtyDay.objects.bulk_create(
+        [DirtyDay(day=d, generation=generation, dirtied_at=now) for d in days],
+        update_conflicts=True,
+        unique_fields=["day"],
+        update_fields=["generation", "dirtied_at"],
+    )
+    _enqueue_on_commit()
+
+
+def deal_days(deal, *also):
+    """The days a deal's KPIs depend on: every stamp and outcome, its offers' sending
+    and responses, its activities, its expected close date, and today."""
+    days = [getattr(deal, f) for f in STAMP_FIELDS]
+    days += [deal.won_at, deal.lost_at, deal.expected_close_date, today(), *also]
+    if deal.pk:
+        for sent_at, responded_at in deal.offers.values_list("sent_at", "responded_at"):
+            days += [sent_at, responded_at]
+        days += list(deal.activities.values_list("held_at", flat=True))
+    return days
+
+
+def mark_deal(deal, *also):
+    mark_days(deal_days(deal, *also))
+
+
+def _enqueue_on_commit():
+    # robust=True: a broker outage must never turn a saved change into an error; the
+    # sweep picks the marks up later (pitfalls.md).
+    transaction.on_commit(_enqueue, robust=True)
+
+
+def _enqueue():
+    from kpis.tasks import recompute_dirty
+
+    recompute_dirty.apply_async(retry=False)
+
+
+def claim(limit):
+    """Take up to ``limit`` marks not leased by another worker: [(day, generation)]."""
+    now = timezone.now()
+    with transaction.atomic():
+        rows = list(
+            DirtyDay.objects.select_for_update(skip_locked=True)
+            .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+            .order_by("day")
+            .values_list("pk", "day", "generation")[:limit]
+        )
+        DirtyDay.objects.filter(pk__in=[r[0] for r in rows]).update(claimed_until=now + CLAIM_LEASE)
+    return [(day, generation) for _, day, generation in rows]
+
+
+def release(claimed):
+    """Clear the marks that were not marked again while they were recomputed; give the
+    others back to the next sweep."""
+    for day, generation in claimed:
+        deleted, _ = DirtyDay.objects.filter(day=day, generation=generation).delete()
+        if not deleted:
+            DirtyDay.objects.filter(day=day).update(claimed_until=None)

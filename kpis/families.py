@@ -1,0 +1,474 @@
+"""KPI families: the populations the KPIs count, and their additive measures.
+
+A family is a set of rows (deals, offers or activities) keyed by one moment (the
+family's *date*: lead creation, needs entry, an offer's sending...). Each family runs as
+one aggregate query per slice type, grouped by period bucket and slice value
+(``GROUP BY trunc(date), slice``), computing all of its measures at once. KPIs
+(kpis/definitions.py) are ratios, means or sums of these measures. The same family also
+answers "which deals are behind this number" (``Family.rows``).
+
+docs/kpis.md states every definition; the comments here only say how it maps to SQL.
+"""
+
+from dataclasses import dataclass, field
+
+from django.db.models import (
+    Case,
+    Count,
+    DateField,
+    DateTimeField,
+    DurationField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    OuterRef,
+    Q,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
+from django.db.models.functions import Coalesce, Trunc, TruncDate
+
+from funnel import stages
+from funnel.models import Activity, ActivityKind, Deal, DocumentType, Offer, OfferStatus
+from funnel.stages import Stage, Status
+from kpis.periods import tz
+
+NEEDS_ACTIVITY_KINDS = (ActivityKind.MEETING, ActivityKind.AUDIT, ActivityKind.CALL)
+
+#: Slice type -> the deal field it groups by. ``company`` groups by nothing.
+SLICE_FIELDS = {
+    "team": "owner__team_id",
+    "rep": "owner_id",
+    "channel": "channel_id",
+    "segment": "segment",
+    "industry": "industry",
+}
+SLICE_TYPES = ("company", *SLICE_FIELDS)
+
+#: The columns a family groups by; slices are rolled up from them (team via owner).
+GROUP_FIELDS = {
+    "owner": "owner_id",
+    "channel": "channel_id",
+    "segment": "segment",
+    "industry": "industry",
+}
+
+#: Breakdown type -> the deal field it groups by (inside any slice).
+BREAKDOWN_FIELDS = {
+    "source": "heard_from",
+    "prompt": "contact_prompt",
+    "scope": "product_scope",
+    "industry": "industry",
+    "segment": "segment",
+    "reason": "lost_reason__code",
+    "stage": "lost_stage",
+}
+
+
+def duration(end, start):
+    return ExpressionWrapper(F(end) - F(start), output_field=DurationField())
+
+
+def skipped_q(stage, prefix=""):
+    """The deal passed ``stage`` by a skip: its stamp equals the next stage's."""
+    nxt = stages.following(stage)
+    if nxt is None or stage == Stage.LEAD:
+        return Q(pk__in=[])
+    return Q(**{f"{prefix}{stages.stamp_field(stage)}": F(f"{prefix}{stages.stamp_field(nxt)}")})
+
+
+def stay_exit(stage):
+    """When a deal left ``stage``: the next stamp, the loss at that stage, or (for
+    closing) the win."""
+    nxt = stages.following(stage)
+    lost = When(lost_stage=stage, then=F("lost_at"))
+    if nxt is None:
+        return Case(When(status=Status.WON, then=F("won_at")), lost, output_field=DateTimeField())
+    return Coalesce(
+        F(stages.stamp_field(nxt)),
+        Case(lost, output_field=DateTimeField()),
+        output_field=DateTimeField(),
+    )
+
+
+def first_sent_offer(column):
+    return Subquery(
+        Offer.objects.filter(deal=OuterRef("pk"), sent_at__isnull=False)
+        .order_by("sent_at", "version")
+        .values(column)[:1]
+    )
+
+
+def first_needs_activity():
+    return Subquery(
+        Activity.objects.filter(deal=OuterRef("pk"), kind__in=NEEDS_ACTIVITY_KINDS)
+        .order_by("held_at")
+        .values("held_at")[:1]
+    )
+
+
+def versions_sent_by(moment_field):
+    return Subquery(
+        Offer.objects.filter(
+            deal=OuterRef("pk"), sent_at__isnull=False, sent_at__lte=OuterRef(moment_field)
+        )
+        .order_by()
+        .values("deal")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+
+
+def rounds_count():
+    from funnel.models import NegotiationRound
+
+    return Subquery(
+        NegotiationRound.objects.filter(deal=OuterRef("pk"))
+        .order_by()
+        .values("deal")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+
+
+@dataclass
+class Family:
+    """One population keyed by one moment, with its measures."""
+
+    name: str
+    model: type
+    date: object  # field name or expression: the moment that places a row in a period
+    measures: dict  # measure name -> aggregate expression
+    where: Q = field(default_factory=Q)
+    annotations: dict = field(default_factory=dict)
+    deal_prefix: str = ""  # "deal__" when the rows are offers or activities
+    breakdowns: tuple = ()
+    # measure name -> value expression, for medians (computed from the values)
+    medians: dict = field(default_factory=dict)
+
+    def base(self):
+        qs = self.model.objects.all()
+        if self.annotations:
+            qs = qs.annotate(**self.annotations)
+        date = F(self.date) if isinstance(self.date, str) else self.date
+        return qs.annotate(_moment=date).filter(self.where, _moment__isnull=False)
+
+    def in_range(self, start_at, end_at):
+        return self.base().filter(_moment__gte=start_at, _moment__lt=end_at)
+
+    def slice_field(self, slice_type):
+        return self.deal_prefix + SLICE_FIELDS[slice_type]
+
+    def breakdown_field(self, breakdown_type):
+        return self.deal_prefix + BREAKDOWN_FIELDS[breakdown_type]
+
+    def bucket(self, grain):
+        return Trunc("_moment", grain, output_field=DateField(), tzinfo=tz())
+
+    def rows(
+        self, period, slice_type=None, slice_value=None, breakdown_type=None, breakdown_value=None
+    ):
+        """The rows of this family in ``period`` (and slice / breakdown)."""
+        qs = self.in_range(period.start_at, period.end_at)
+        if slice_type and slice_type != "company":
+            qs = qs.filter(**{self.slice_field(slice_type): slice_value})
+        if breakdown_type:
+            qs = qs.filter(**{self.breakdown_field(breakdown_type): breakdown_value})
+        return qs
+
+    def _grouped(self, grain, start_at, end_at, breakdown_type=None):
+        """The rows of the range with their period bucket and every slice column."""
+        qs = self.in_range(start_at, end_at).annotate(
+            _bucket=self.bucket(grain),
+            **{f"_{name}": F(self.deal_prefix + path) for name, path in GROUP_FIELDS.items()},
+        )
+        columns = ["_bucket", *(f"_{name}" for name in GROUP_FIELDS)]
+        if breakdown_type:
+            qs = group_by(qs, "_breakdown", self.breakdown_field(breakdown_type))
+            columns.append("_breakdown")
+        return qs, columns
+
+    def aggregate(self, grain, start_at, end_at, breakdown_type=None):
+        """One query: the measures grouped by period bucket and every slice column
+        (owner, channel, segment, industry[, breakdown]); kpis.compute rolls the rows up
+        into the slices (a team is its members' owners)."""
+        qs, columns = self._grouped(grain, start_at, end_at, breakdown_type)
+        return qs.order_by().values(*columns).annotate(**self.measures)
+
+    def median_values(self, grain, start_at, end_at):
+        """Each row's value of each median measure, with its bucket and slice columns."""
+        if not self.medians:
+            return []
+        qs, columns = self._grouped(grain, start_at, end_at)
+        qs = qs.annotate(**{f"_m_{name}": expr for name, expr in self.medians.items()})
+        return qs.order_by().values(*columns, *(f"_m_{name}" for name in self.medians))
+
+
+def group_by(qs, alias, field_path):
+    """Annotate the grouping column; rows without a value belong to no slice."""
+    qs = qs.annotate(**{alias: F(field_path)}).exclude(**{f"{alias}__isnull": True})
+    if not field_path.endswith("_id"):
+        qs = qs.exclude(**{alias: ""})
+    return qs
+
+
+def _count(q=None):
+    return Count("pk", filter=q) if q is not None else Count("pk")
+
+
+def _sum(expr, q=None):
+    return Sum(expr, filter=q) if q is not None else Sum(expr)
+
+
+WON = Q(status=Status.WON)
+OPEN = Q(status=Status.OPEN)
+OPPORTUNITY = Q(entered_needs_at__isnull=False)
+
+
+def _stage_families():
+    """Per stage: the cohort that reached it (conversion, drop-off, skips) and the stays
+    that ended (time in stage)."""
+    out = {}
+    for stage in stages.ORDER:
+        stamp = stages.stamp_field(stage)
+        nxt = stages.following(stage)
+        reached_next = Q(**{f"{stages.stamp_field(nxt)}__isnull": False}) if nxt else WON
+        out[f"reached_{stage}"] = Family(
+            name=f"reached_{stage}",
+            model=Deal,
+            date=stamp,
+            measures={
+                "n": _count(),
+                "next": _count(reached_next),
+                "lost_here": _count(Q(status=Status.LOST, lost_stage=stage)),
+                "skipped": _count(skipped_q(stage)),
+                "open": _count(OPEN),
+            },
+        )
+        stay = duration("_exit", stamp)
+        out[f"stay_{stage}"] = Family(
+            name=f"stay_{stage}",
+            model=Deal,
+            date="_exit",
+            annotations={"_exit": stay_exit(stage)},
+            where=Q(**{f"{stamp}__isnull": False}) & ~skipped_q(stage),
+            measures={"n": _count(), "days": _sum(stay)},
+            medians={"days": stay},
+        )
+    return out
+
+
+FAMILIES = {
+    # Stage 1 and the lead cohort (stage 2 quality, stage 6 sales conversion, ROI).
+    "lead": Family(
+        name="lead",
+        model=Deal,
+        date="entered_lead_at",
+        measures={
+            "n": _count(),
+            "touch_n": _count(Q(first_touch_at__isnull=False)),
+            "touch_days": _sum(duration("entered_lead_at", "first_touch_at")),
+            "qualified": _count(OPPORTUNITY),
+            "won": _count(WON),
+            "won_value": _sum("current_value_base", WON),
+            "open": _count(OPEN),
+        },
+        breakdowns=("source", "prompt", "scope", "industry", "segment"),
+    ),
+    # Entering needs: qualified leads, time to qualify, pipeline created, the
+    # opportunity cohort.
+    "needs": Family(
+        name="needs",
+        model=Deal,
+        date="entered_needs_at",
+        measures={
+            "n": _count(),
+            "qualify_days": _sum(duration("entered_needs_at", "entered_lead_at")),
+            "pipeline": _sum("current_value_base"),
+            "won": _count(WON),
+            "open": _count(OPEN),
+        },
+    ),
+    "needs_activity": Family(
+        name="needs_activity",
+        model=Activity,
+        date="held_at",
+        deal_prefix="deal__",
+        measures={
+            "n": _count(Q(kind__in=NEEDS_ACTIVITY_KINDS)),
+            "calls": _count(Q(kind=ActivityKind.CALL)),
+            "emails": _count(Q(kind=ActivityKind.EMAIL)),
+            "meetings": _count(Q(kind__in=(ActivityKind.MEETING, ActivityKind.AUDIT))),
+        },
+    ),
+    "first_activity": Family(
+        name="first_activity",
+        model=Deal,
+        date="_first_activity",
+        annotations={"_first_activity": first_needs_activity()},
+        measures={
+            "n": _count(),
+            "offer": _count(Q(entered_offer_at__isnull=False)),
+            "open": _count(OPEN),
+        },
+    ),
+    "offer_sent": Family(
+        name="offer_sent",
+        model=Offer,
+        date="sent_at",
+        deal_prefix="deal__",
+        where=~skipped_q(Stage.OFFER, prefix="deal__"),
+        measures={"n": _count(), "prep_days": _sum(duration("sent_at", "prep_started_at"))},
+    ),
+    "first_offer": Family(
+        name="first_offer",
+        model=Deal,
+        date="_first_sent_at",
+        annotations={
+            "_first_sent_at": first_sent_offer("sent_at"),
+            "_first_value": first_sent_offer("value_base"),
+            "_accepted": Exists(
+                Offer.objects.filter(deal=OuterRef("pk"), status=OfferStatus.ACCEPTED)
+            ),
+            "_latest_status": Subquery(
+                Offer.objects.filter(deal=OuterRef("pk"), sent_at__isnull=False)
+                .order_by("-sent_at", "-version")
+                .values("status")[:1]
+            ),
+        },
+        where=~skipped_q(Stage.OFFER),
+        measures={
+            "n": _count(),
+            "accepted": _count(Q(_accepted=True)),
+            "pending": _count(OPEN & Q(_accepted=False, _latest_status=OfferStatus.SENT)),
+            "value": _sum("_first_value"),
+            "open": _count(OPEN),
+        },
+    ),
+    "left_offer": Family(
+        name="left_offer",
+        model=Deal,
+        date="_left_offer",
+        annotations={
+            "_left_offer": Coalesce(
+                F("entered_negotiation_at"),
+                Case(When(lost_stage=Stage.OFFER, then=F("lost_at")), output_field=DateTimeField()),
+                output_field=DateTimeField(),
+            ),
+        },
+        where=Q(entered_offer_at__isnull=False) & ~skipped_q(Stage.OFFER),
+        measures={
+            "n": _count(),
+            "versions": _sum(Coalesce(versions_sent_by("_left_offer"), Value(0))),
+        },
+    ),
+    "offer_response": Family(
+        name="offer_response",
+        model=Offer,
+        date="_response",
+        deal_prefix="deal__",
+        annotations={
+            "_response": Coalesce(
+                F("responded_at"),
+                Case(
+                    When(
+                        Q(deal__entered_negotiation_at__isnull=False)
+                        & Q(sent_at__lte=F("deal__entered_negotiation_at"))
+                        & ~Exists(
+                            Offer.objects.filter(
+                                deal=OuterRef("deal"),
+                                sent_at__gt=OuterRef("sent_at"),
+                                sent_at__lte=OuterRef("deal__entered_negotiation_at"),
+                            )
+                        ),
+                        then=F("deal__entered_negotiation_at"),
+                    ),
+                    output_field=DateTimeField(),
+                ),
+                output_field=DateTimeField(),
+            ),
+        },
+        where=Q(sent_at__isnull=False) & ~skipped_q(Stage.OFFER, prefix="deal__"),
+        measures={"n": _count(), "days": _sum(duration("_response", "sent_at"))},
+    ),
+    "negotiation_end": Family(
+        name="negotiation_end",
+        model=Deal,
+        date="_concluded",
+        annotations={
+            "_concluded": Case(
+                When(entered_closing_at__isnull=False, then=F("entered_closing_at")),
+                When(lost_stage=Stage.NEGOTIATION, then=F("lost_at")),
+                output_field=DateTimeField(),
+            ),
+            "_rounds": Coalesce(rounds_count(), Value(0)),
+        },
+        where=Q(entered_negotiation_at__isnull=False) & ~skipped_q(Stage.NEGOTIATION),
+        measures={
+            "n": _count(),
+            "success": _count(Q(entered_closing_at__isnull=False)),
+            "days": _sum(duration("_concluded", "entered_negotiation_at")),
+            "rounds": _sum("_rounds"),
+        },
+    ),
+    "closing": Family(
+        name="closing",
+        model=Deal,
+        date="entered_closing_at",
+        annotations={"_first_value": first_sent_offer("value_base")},
+        measures={
+            "n": _count(),
+            "discount_n": _count(Q(discount_pct__isnull=False)),
+            "discount_sum": _sum("discount_pct"),
+            "agreed": _sum(
+                "agreed_value_base", Q(agreed_value_base__isnull=False, _first_value__isnull=False)
+            ),
+            "offered": _sum(
+                "_first_value", Q(agreed_value_base__isnull=False, _first_value__isnull=False)
+            ),
+        },
+    ),
+    "won": Family(
+        name="won",
+        model=Deal,
+        date="won_at",
+        where=WON,
+        annotations={
+            "_payment_days": ExpressionWrapper(
+                TruncDate("closing_document__paid_at", tzinfo=tz())
+                - F("closing_document__issue_date"),
+                output_field=DurationField(),
+            ),
+        },
+        measures={
+            "n": _count(),
+            "value": _sum("current_value_base"),
+            "close_days": _sum(duration("won_at", "entered_lead_at")),
+            "cycle_days": _sum(duration("won_at", "entered_needs_at")),
+            "proforma_n": _count(Q(closing_document__document_type=DocumentType.PROFORMA)),
+            "proforma_days": _sum(
+                "_payment_days", Q(closing_document__document_type=DocumentType.PROFORMA)
+            ),
+        },
+        medians={
+            "close_days": duration("won_at", "entered_lead_at"),
+            "cycle_days": duration("won_at", "entered_needs_at"),
+        },
+    ),
+    "lost": Family(
+        name="lost",
+        model=Deal,
+        date="lost_at",
+        where=Q(status=Status.LOST),
+        measures={
+            "n": _count(),
+            "value": _sum("current_value_base"),
+            "opp_n": _count(OPPORTUNITY),
+            "opp_value": _sum("current_value_base", OPPORTUNITY),
+        },
+        breakdowns=("reason", "stage"),
+    ),
+    **_stage_families(),
+}

@@ -1,0 +1,149 @@
+"""Reading stored KPI values: what reports, the API, exports and ``show_kpis`` use.
+
+Snapshots are stored sparsely (a slice with no activity in a period has no rows), so a
+missing value reads as the KPI's empty value: 0 for counts and sums, "no value" for
+ratios and means.
+"""
+
+import datetime
+from decimal import Decimal
+
+from django.core.cache import cache
+from django.db.models import F
+from django.utils import timezone
+
+from accounts.models import Team, User
+from funnel.models import Channel, Deal
+from funnel.stages import Status
+from kpis.company import year_before
+from kpis.definitions import COMPOSITES, KPIS
+from kpis.models import DirtyDay, KpiSnapshot
+
+#: While fewer deals than this were won in the trailing 12 months, a cohort matures
+#: after DEFAULT_MATURITY_DAYS (domain.md, "Periods, slices and bases").
+MIN_WON_FOR_MATURITY = 20
+DEFAULT_MATURITY_DAYS = 90
+MATURITY_PERCENTILE = 80
+
+
+class UnknownSlice(ValueError):
+    pass
+
+
+def resolve_slice(text):
+    """'company', 'team:<name or id>', 'rep:<username or id>', 'channel:<name or id>',
+    'segment:<value>', 'industry:<value>' -> the stored slice key."""
+    text = (text or "company").strip()
+    if text == "company":
+        return text
+    kind, _, value = text.partition(":")
+    lookups = {
+        "team": (Team, "name"),
+        "rep": (User, "username"),
+        "channel": (Channel, "name"),
+    }
+    if kind in ("segment", "industry") and value:
+        return f"{kind}:{value}"
+    if kind not in lookups or not value:
+        raise UnknownSlice(
+            f"Unknown slice {text!r}: use company, team:, rep:, channel:, segment: or industry:"
+        )
+    model, field = lookups[kind]
+    found = model.objects.filter(**{field: value}).values_list("pk", flat=True).first()
+    if found is None and value.isdigit():
+        found = model.objects.filter(pk=int(value)).values_list("pk", flat=True).first()
+    if found is None:
+        raise UnknownSlice(f"No {kind} called {value!r}")
+    return f"{kind}:{found}"
+
+
+def percentile(values, pct):
+    """Linear interpolation between closest ranks (numpy's default)."""
+    values = sorted(values)
+    if not values:
+        return None
+    position = (len(values) - 1) * pct / 100
+    low = int(position)
+    high = min(low + 1, len(values) - 1)
+    return values[low] + (values[high] - values[low]) * (Decimal(position) - low)
+
+
+def maturity_days(now=None):
+    """Days after its period's end when a cohort value is mature: the 80th percentile
+    of days to close over the trailing 12 months, or 90 while fewer than 20 won."""
+    now = now or timezone.now()
+    key = f"kpis:maturity:{now:%Y-%m-%d-%H}"
+    cached = cache.get(key)
+    if cached is not None:
+        return cached
+    durations = Deal.objects.filter(
+        status=Status.WON, won_at__gte=year_before(now), won_at__lt=now
+    ).values_list(F("won_at") - F("entered_lead_at"), flat=True)
+    from kpis.compute import number
+
+    days = [number(d) for d in durations]
+    result = (
+        Decimal(DEFAULT_MATURITY_DAYS)
+        if len(days) < MIN_WON_FOR_MATURITY
+        else percentile(days, MATURITY_PERCENTILE)
+    )
+    cache.set(key, result, 3600)
+    return result
+
+
+def is_immature(period, now=None):
+    now = now or timezone.now()
+    return period.end_at + datetime.timedelta(days=float(maturity_days(now))) > now
+
+
+def is_dirty(period):
+    return DirtyDay.objects.filter(day__gte=period.start, day__lt=period.end).exists()
+
+
+def _empty(kpi):
+    """(value, numerator, denominator) of a KPI with nothing to count."""
+    if kpi.median or kpi.computed_by == "company":
+        return None, None, None
+    if kpi.denominator is None:
+        return Decimal(0), Decimal(0), None  # a count or a sum
+    return None, Decimal(0), Decimal(0)
+
+
+def kpi_values(grain, period, slice_key="company", breakdown="", now=None):
+    """{code: {"value", "numerator", "denominator", "extra", "immature"}} for every KPI
+    that applies to the slice and breakdown, in registry order."""
+    slice_type = slice_key.split(":", 1)[0]
+    breakdown_type = breakdown.split(":", 1)[0] if breakdown else None
+    stored = {
+        s.kpi: s
+        for s in KpiSnapshot.objects.filter(
+            grain=grain, period_start=period.start, slice=slice_key, breakdown=breakdown
+        )
+    }
+    immature = is_immature(period, now)
+    out = {}
+    for kpi in KPIS:
+        if slice_type not in kpi.slices:
+            continue
+        if breakdown_type and breakdown_type not in kpi.breakdowns:
+            continue
+        snap = stored.get(kpi.code)
+        if snap is not None:
+            value, num, den, extra = snap.value, snap.numerator, snap.denominator, snap.extra
+        else:
+            (value, num, den), extra = _empty(kpi), {}
+        out[kpi.code] = {
+            "value": value,
+            "numerator": num,
+            "denominator": den,
+            "extra": extra,
+            "immature": kpi.is_cohort and immature,
+        }
+    return out
+
+
+def composites(values):
+    return {
+        code: {part: values[part]["value"] for part in parts if part in values}
+        for code, parts in COMPOSITES.items()
+    }

@@ -1,0 +1,98 @@
+"""Recomputing stored KPIs: one period, everything, or what is dirty.
+
+The Celery tasks (kpis/tasks.py) and the ``recompute_kpis`` command call these.
+"""
+
+import logging
+
+from django.db.models import Max, Min
+
+from funnel.models import Activity, Deal, MarketingSpend, Offer, SalesCost
+from kpis import dirty
+from kpis.compute import store
+from kpis.models import Target
+from kpis.periods import GRAINS, Period, local_date, periods_between, today
+
+log = logging.getLogger(__name__)
+
+#: Dirty days one task takes at a time. Each batch recomputes, per grain, every period
+#: containing one of its days: a batch of days inside one month costs about as much as
+#: a single day (the month, quarter and year are recomputed once for all of them).
+DIRTY_BATCH = 400
+
+
+def recompute_period(grain, period_start):
+    period = Period.containing(grain, period_start)
+    return store(grain, [period])
+
+
+def data_span():
+    """The first and last day that any KPI can fall on."""
+    firsts, lasts = [], []
+    for model, first_field, last_field in (
+        (Deal, "entered_lead_at", "last_event_at"),
+        (Offer, "prep_started_at", "sent_at"),
+        (Activity, "held_at", "held_at"),
+    ):
+        span = model.objects.aggregate(first=Min(first_field), last=Max(last_field))
+        if span["first"]:
+            firsts.append(local_date(span["first"]))
+            lasts.append(local_date(span["last"] or span["first"]))
+    for model in (MarketingSpend, SalesCost, Target):
+        field = "period_start" if model is Target else "month"
+        span = model.objects.aggregate(first=Min(field), last=Max(field))
+        if span["first"]:
+            firsts.append(span["first"])
+            lasts.append(span["last"])
+    expected = Deal.objects.aggregate(last=Max("expected_close_date"))["last"]
+    if expected:
+        lasts.append(expected)
+    lasts.append(today())
+    return (min(firsts) if firsts else today()), max(lasts)
+
+
+def periods_of_span(grain):
+    first, last = data_span()
+    return periods_between(grain, first, last)
+
+
+def recompute_all(grains=GRAINS):
+    """Recompute every period of every grain from the first data to the last."""
+    total = 0
+    for grain in grains:
+        total += store(grain, periods_of_span(grain))
+    return total
+
+
+def periods_for_days(days):
+    return {grain: sorted({Period.containing(grain, d) for d in days}) for grain in GRAINS}
+
+
+def recompute_days(days):
+    total = 0
+    for grain, periods in periods_for_days(days).items():
+        total += store(grain, periods)
+    return total
+
+
+def recompute_dirty(limit=DIRTY_BATCH):
+    """Recompute one batch of dirty days; return how many days it took."""
+    claimed = dirty.claim(limit)
+    if not claimed:
+        return 0
+    recompute_days([day for day, _ in claimed])
+    dirty.release(claimed)
+    log.info("recomputed %d dirty days", len(claimed))
+    return len(claimed)
+
+
+def recompute_all_dirty():
+    total = 0
+    while taken := recompute_dirty():
+        total += taken
+    return total
+
+
+def mark_today():
+    """The "now" KPIs (open and stalled deals) move with time alone."""
+    dirty.mark_days([today()])

@@ -1,0 +1,38 @@
+"""Celery tasks: thin wrappers that call kpis/recompute.py. Each has a stable name,
+is safe to run twice (recomputing replaces the same snapshot rows), retries with
+backoff a bounded number of times, and is acknowledged only after it ran."""
+
+from celery import shared_task
+
+from kpis import recompute
+
+RETRY = {
+    "autoretry_for": (Exception,),
+    "retry_backoff": 5,
+    "retry_backoff_max": 300,
+    "retry_jitter": True,
+    "max_retries": 5,
+}
+
+
+@shared_task(name="kpis.recompute_period", acks_late=True, **RETRY)
+def recompute_period(grain, period_start):
+    import datetime
+
+    return recompute.recompute_period(grain, datetime.date.fromisoformat(period_start))
+
+
+@shared_task(name="kpis.recompute_all", acks_late=True, **RETRY)
+def recompute_all():
+    return recompute.recompute_all()
+
+
+@shared_task(name="kpis.recompute_dirty", acks_late=True, **RETRY)
+def recompute_dirty():
+    """Recompute what is dirty, batch after batch, until nothing is left."""
+    return recompute.recompute_all_dirty()
+
+
+@shared_task(name="kpis.mark_today", acks_late=True, **RETRY)
+def mark_today():
+    recompute.mark_today()

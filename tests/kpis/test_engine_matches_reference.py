@@ -1,0 +1,107 @@
+"""The property that makes the numbers trustworthy: on random small datasets built
+through the domain functions, the set-based engine gives exactly what the naive
+per-deal reference implementation (tests/kpis/reference.py) gives, for every KPI,
+grain, period, slice and breakdown."""
+
+import os
+from decimal import Decimal
+
+from django.db import transaction
+from django.utils import timezone
+from hypothesis import HealthCheck, Phase, given, settings
+
+from kpis import compute, reading
+from kpis.definitions import KPIS
+from kpis.periods import GRAINS, local_date, periods_between
+from tests.kpis.reference import (
+    build_dataset,
+    deal_scripts,
+    load,
+    make_cast,
+    reference_kpis,
+    window_origin,
+)
+
+TOLERANCE = Decimal("0.000001")
+
+
+def same(a, b):
+    if a is None or b is None:
+        return a is None and b is None
+    a, b = Decimal(a), Decimal(b)
+    return abs(a - b) <= TOLERANCE * max(Decimal(1), abs(a), abs(b))
+
+
+def engine_values(rows):
+    return {
+        (r.kpi, r.period_start, r.slice, r.breakdown): (r.value, r.numerator, r.denominator)
+        for r in rows
+    }
+
+
+def slices_of(data):
+    keys = ["company"]
+    keys += [f"team:{t}" for t in sorted({u.team_id for u in data.users.values() if u.team_id})]
+    keys += [f"rep:{d.owner_id}" for d in data.deals]
+    keys += [f"channel:{d.channel_id}" for d in data.deals if d.channel_id]
+    keys += [f"segment:{d.segment}" for d in data.deals if d.segment]
+    keys += [f"industry:{d.industry}" for d in data.deals if d.industry]
+    return sorted(set(keys))
+
+
+def breakdowns_of(data):
+    keys = set()
+    for d in data.deals:
+        for kind, value in (
+            ("source", d.heard_from),
+            ("prompt", d.contact_prompt),
+            ("scope", d.product_scope),
+            ("industry", d.industry),
+            ("segment", d.segment),
+            ("stage", d.lost_stage),
+            ("reason", d.lost_reason.code if d.lost_reason_id else ""),
+        ):
+            if value:
+                keys.add(f"{kind}:{value}")
+    return sorted(keys)
+
+
+def compare(now):
+    data = load()
+    origin = window_origin(now)
+    mismatches = []
+    for grain in GRAINS:
+        periods = periods_between(grain, local_date(origin), local_date(now))
+        engine = engine_values(compute.compute(grain, periods, now=now))
+        for period in periods:
+            for slice_key in slices_of(data):
+                for breakdown in ["", *(breakdowns_of(data) if slice_key == "company" else [])]:
+                    expected = reference_kpis(
+                        grain, period.start, slice_key, breakdown, now=now, data=data
+                    )
+                    for code, want in expected.items():
+                        got = engine.get((code, period.start, slice_key, breakdown))
+                        if got is None:
+                            got = reading._empty(KPIS[code])
+                        if not all(same(g, w) for g, w in zip(got, want, strict=True)):
+                            mismatches.append(
+                                (grain, period.label, slice_key, breakdown, code, got, want)
+                            )
+    return mismatches
+
+
+@settings(
+    max_examples=int(os.environ.get("LEJEK_PROPERTY_EXAMPLES", "12")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    phases=[Phase.explicit, Phase.generate],
+)
+@given(scripts=deal_scripts(max_size=8))
+def test_set_based_kpis_equal_the_naive_reference(db, scripts):
+    now = timezone.now()
+    with transaction.atomic():
+        build_dataset(scripts, make_cast(), now=now)
+        mismatches = compare(now)
+        transaction.set_rollback(True)
+    report = "\n".join(" ".join(map(str, m)) for m in mismatches[:40])
+    assert not mismatches, f"{len(mismatches)} mismatches:\n{report}"

@@ -1,0 +1,199 @@
+"""KPIs stay fresh: dirty marks written with each change, recomputed by the real task
+code, through a real Celery worker on a real redis-server."""
+
+import datetime
+import time
+from decimal import Decimal
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from django.core.management import call_command
+from django.db import transaction
+
+from config.celery import app
+from funnel import domain
+from funnel.stages import Stage
+from kpis import dirty, recompute
+from kpis.models import DirtyDay, KpiSnapshot
+from kpis.periods import Period, local_date, today
+from tests.factories import days_ago, deal_in_stage, lost_reason, make_deal
+
+
+def marked_days():
+    return set(DirtyDay.objects.values_list("day", flat=True))
+
+
+def stored(code, grain="month", day=None, slice_key="company"):
+    period = Period.containing(grain, day or today())
+    snap = KpiSnapshot.objects.filter(
+        kpi=code, grain=grain, period_start=period.start, slice=slice_key, breakdown=""
+    ).first()
+    return None if snap is None else snap.value
+
+
+def test_a_transition_marks_the_days_of_its_deal_dirty_in_its_transaction(rep):
+    deal = make_deal(rep, at=days_ago(40))
+    DirtyDay.objects.all().delete()
+    domain.move_forward(deal, Stage.QUALIFICATION, by=rep, at=days_ago(30))
+    assert marked_days() == {local_date(days_ago(40)), local_date(days_ago(30)), today()}
+
+
+def test_a_refused_transition_marks_nothing(rep):
+    deal = make_deal(rep, at=days_ago(40))
+    DirtyDay.objects.all().delete()
+    with pytest.raises(domain.DomainError):
+        domain.move_forward(deal, Stage.NEGOTIATION, by=rep, at=days_ago(30))
+    assert marked_days() == set()
+
+
+def test_reopening_marks_the_day_of_the_loss_it_undoes(rep, manager):
+    deal = make_deal(rep, at=days_ago(40))
+    domain.mark_lost(deal, lost_reason("price"), by=rep, at=days_ago(35))
+    DirtyDay.objects.all().delete()
+    domain.reopen(deal, by=manager, at=days_ago(5))
+    assert local_date(days_ago(35)) in marked_days()
+
+
+def test_recomputing_dirty_days_updates_snapshots_and_clears_the_marks(rep):
+    make_deal(rep, at=days_ago(1))
+    assert recompute.recompute_all_dirty() >= 1
+    assert DirtyDay.objects.count() == 0
+    assert stored("leads", day=local_date(days_ago(1))) == 1
+    make_deal(rep, at=days_ago(1))
+    recompute.recompute_all_dirty()
+    assert stored("leads", day=local_date(days_ago(1))) == 2
+
+
+def test_a_mark_made_while_its_day_is_recomputed_survives_the_recompute(rep):
+    make_deal(rep, at=days_ago(1))
+    claimed = dirty.claim(100)
+    make_deal(rep, at=days_ago(1))  # marks the same days again, mid-recompute
+    recompute.recompute_days([day for day, _ in claimed])
+    dirty.release(claimed)
+    assert local_date(days_ago(1)) in marked_days()
+    assert DirtyDay.objects.filter(claimed_until__isnull=False).count() == 0
+    recompute.recompute_all_dirty()
+    assert stored("leads", day=local_date(days_ago(1))) == 2
+
+
+def test_claimed_marks_are_not_taken_by_a_second_worker_until_the_lease_expires(rep):
+    make_deal(rep, at=days_ago(1))
+    first = dirty.claim(100)
+    assert first
+    assert dirty.claim(100) == []
+    DirtyDay.objects.update(claimed_until=days_ago(1))  # the first worker died
+    assert sorted(dirty.claim(100)) == sorted(first)
+
+
+def test_recomputing_twice_writes_the_same_rows(rep):
+    deal_in_stage(rep, Stage.NEGOTIATION)
+    recompute.recompute_all()
+    first = sorted(
+        KpiSnapshot.objects.values_list(
+            "kpi", "grain", "period_start", "slice", "breakdown", "value"
+        )
+    )
+    recompute.recompute_all()
+    second = sorted(
+        KpiSnapshot.objects.values_list(
+            "kpi", "grain", "period_start", "slice", "breakdown", "value"
+        )
+    )
+    assert first == second
+    assert len(first) > 100
+
+
+def test_spend_saved_marks_every_day_of_its_month(db):
+    from funnel.models import Channel, MarketingSpend
+
+    channel = Channel.objects.create(name="Ads")
+    DirtyDay.objects.all().delete()
+    MarketingSpend.objects.create(
+        channel=channel,
+        month=datetime.date(2025, 2, 1),
+        amount=Decimal(10),
+        amount_base=Decimal(10),
+    )
+    assert len(marked_days()) == 28
+
+
+def test_show_kpis_prints_json_keyed_by_kpi_code(rep, capsys):
+    deal_in_stage(rep, Stage.OFFER)
+    period = Period.containing("month", local_date(days_ago(60)))
+    call_command("show_kpis", "--grain", "month", "--period", period.label, "--json")
+    import json
+
+    out = json.loads(capsys.readouterr().out)
+    assert out["leads"] == {"value": 1, "numerator": 1, "denominator": None}
+    assert "lead_quality_pct" in out and "win_rate_pct" in out and "clv" in out
+
+
+def test_a_recent_cohort_is_flagged_immature_and_an_old_one_is_not(rep):
+    make_deal(rep, at=days_ago(1))
+    recompute.recompute_all_dirty()
+    from kpis import reading
+
+    recent = Period.containing("month", today())
+    old = Period.containing("month", local_date(days_ago(400)))
+    assert reading.kpi_values("month", recent)["lead_quality_pct"]["immature"] is True
+    assert reading.kpi_values("month", old)["lead_quality_pct"]["immature"] is False
+    assert reading.kpi_values("month", recent)["leads"]["immature"] is False  # event KPI
+
+
+def test_zero_denominators_give_no_value_not_zero(rep):
+    make_deal(rep, at=days_ago(1))
+    recompute.recompute_all_dirty()
+    from kpis import reading
+
+    values = reading.kpi_values("month", Period.containing("month", local_date(days_ago(1))))
+    assert values["win_rate_pct"]["value"] is None
+    assert values["days_to_close"]["value"] is None
+    assert values["offer_acceptance_pct"]["value"] is None
+    assert values["leads"]["value"] == 1
+
+
+@pytest.fixture
+def celery_on_redis(redis_server):
+    """The project's Celery app, pointed at the real redis-server, with a worker running
+    the real tasks in this process (so it shares the test database)."""
+    previous = app.conf.broker_url, app.conf.broker_transport_options
+    app.conf.broker_url = redis_server
+    app.conf.broker_transport_options = {"visibility_timeout": 3600}
+    _reset_connections()
+    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=30):
+        yield app
+    app.conf.broker_url, app.conf.broker_transport_options = previous
+    _reset_connections()
+
+
+def _reset_connections():
+    # Forget (without closing: kombu's registry would hand the closed pool back) the
+    # connection pools made for the previous broker.
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
+# On PostgreSQL: the worker thread and the test share one real database (SQLite's
+# shared in-memory test database locks whole tables between threads).
+@pytest.mark.redis
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_committed_transition_reaches_the_snapshots_through_a_worker_on_redis(
+    on_postgres, celery_on_redis, rep
+):
+    with transaction.atomic():
+        deal = make_deal(rep, at=days_ago(2))
+    day = local_date(days_ago(2))
+    deadline = time.monotonic() + 60
+    while stored("leads", day=day) != 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert stored("leads", day=day) == 1
+    with transaction.atomic():
+        domain.move_forward(deal, Stage.NEEDS, by=rep, at=days_ago(1))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (
+        stored("qualified_leads", day=local_date(days_ago(1))) != 1 or DirtyDay.objects.exists()
+    ):
+        time.sleep(0.2)
+    assert stored("qualified_leads", day=local_date(days_ago(1))) == 1
+    assert DirtyDay.objects.count() == 0
