@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint format migrate seed bench clean
+.PHONY: install run test test-fast lint format migrate seed clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { \
@@ -31,6 +31,10 @@ run: install
 	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py migrate --noinput
 	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py seed_demo --if-empty
 	DEBUG=$${DEBUG:-true} PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile.dev
+
+# Demo data (idempotent): see `python manage.py seed_demo --help` for --deals/--seed.
+seed: migrate
+	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py seed_demo --if-empty
 
 test: install
 	bash scripts/install-system-deps.sh

@@ -46,8 +46,8 @@ Where docs/kpis.md left room, this reference chose (the engine should agree or s
 - Customer active at a period boundary ``t`` (a local midnight of day ``d``): won a deal
   in the 12 months before ``t`` and ``churned_at`` is empty or not before ``d`` (a
   customer that churned on the first day of a period was active at its start).
-- ``clv``: numerator the won value of the 12 months before P's end per customer active
-  at P's end, denominator the annual churn as a fraction; churn 0 -> no value.
+- ``clv``: numerator the won value, in the 12 months before P's end, of the customers
+  active at P's end, per such customer, denominator the annual churn as a fraction; churn 0 -> no value.
 - Sales cost is prorated by days like spend; the company's includes team rows.
 
 The module also holds the hypothesis strategy ``deal_scripts()`` and ``build_dataset()``
@@ -970,7 +970,9 @@ def company_kpis(data, deals, period, kind, arg, now):
     out["churn_pct"] = pct_result(len(at_start - at_end), len(at_start))
 
     year_ago = months_before(end)
-    year_value = revenue(data, all_deals, year_ago, end)
+    # "Mean won value per active customer": the won value of the customers active at
+    # P's end (a churned customer's wins are not an active customer's value).
+    year_value = revenue(data, [d for d in all_deals if d.company_id in at_end], year_ago, end)
     active_year_ago = active_customers(data, year_ago)
     annual_churn = ratio_result(len(active_year_ago - at_end), len(active_year_ago))[0]
     per_customer = ratio_result(year_value, len(at_end))[0]
