@@ -159,6 +159,8 @@ else:
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
+# A worker's lease on the dirty days it recomputes (kpis/dirty.py).
+LEJEK_DIRTY_LEASE_SECONDS = env.int("LEJEK_DIRTY_LEASE_SECONDS", default=600)
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

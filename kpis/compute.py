@@ -186,11 +186,15 @@ def compute(grain, periods, now=None):
     return out
 
 
-@transaction.atomic
 def store(grain, periods, now=None):
-    """Replace the snapshots of ``periods``: same input, same rows."""
+    """Replace the snapshots of ``periods``: same input, same rows. The computation
+    only reads; the write transaction is kept short, so it never holds the database
+    (SQLite's single writer lock, PostgreSQL row locks) while aggregating."""
     periods = sorted(set(periods))
     rows = compute(grain, periods, now=now)
-    KpiSnapshot.objects.filter(grain=grain, period_start__in=[p.start for p in periods]).delete()
-    KpiSnapshot.objects.bulk_create(rows, batch_size=2000)
+    with transaction.atomic():
+        KpiSnapshot.objects.filter(
+            grain=grain, period_start__in=[p.start for p in periods]
+        ).delete()
+        KpiSnapshot.objects.bulk_create(rows, batch_size=2000)
     return len(rows)

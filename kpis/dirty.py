@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Iterable
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -22,9 +23,10 @@ from kpis.periods import local_date, today
 
 log = logging.getLogger(__name__)
 
-#: How long a worker may hold a claimed mark before another may take it over; longer
-#: than the slowest recompute of one batch.
-CLAIM_LEASE = datetime.timedelta(minutes=30)
+#: How long a worker may hold a claimed mark before another may take it over: longer
+#: than the slowest recompute of one batch, short enough that a killed worker's marks
+#: are swept again soon.
+CLAIM_LEASE = datetime.timedelta(seconds=settings.LEJEK_DIRTY_LEASE_SECONDS)
 
 
 def _day(value):
