@@ -348,9 +348,13 @@ def move_forward(deal, to_stage, *, by, at=None, expected_version=None):
                 code="backward",
             )
         _not_before(deal, at)
-        if at <= deal.stamp(deal.stage):
+        if at <= deal.stamp(deal.stage) and not (
+            deal.stage == Stage.LEAD and at == deal.entered_lead_at
+        ):
             # A stay has a positive length; passing a stage in no time is a skip, and
             # the KPIs tell skips from stays by equal stamps (docs/kpis.md, "Skips").
+            # ``lead`` cannot be skipped, so a lead qualified the moment it was recorded
+            # (as imported history often says) is a stay of no length, not a skip.
             raise DomainError(
                 {"at": _("A deal must spend some time in a stage before it moves on.")},
                 code="no_stay",

@@ -805,3 +805,15 @@ def test_a_stage_history_row_cannot_be_deleted(rep):
         row.delete()
 
     assert StageHistory.objects.filter(pk=row.pk).exists()
+
+
+def test_a_lead_may_enter_qualification_the_moment_it_was_recorded(rep):
+    # Imported history often stamps both with one moment; lead cannot be skipped, so
+    # this is a stay of no length, not a skip.
+    deal = make_deal(rep, at=days_ago(10))
+
+    domain.move_forward(deal, Stage.QUALIFICATION, by=rep, at=deal.entered_lead_at)
+
+    deal.refresh_from_db()
+    assert deal.entered_qualification_at == deal.entered_lead_at
+    assert [h.event for h in deal.history.all()] == ["created", "moved"]
