@@ -183,7 +183,29 @@ def compute(grain, periods, now=None):
                 )
             )
     out += company.compute(grain, periods, measures, spend, now, computed_at)
-    return out
+    # Stored sparsely: a row that says exactly what an absent row reads as (a count of
+    # 0, a ratio of 0 ÷ 0) is not written (kpis/reading.py, ``empty``).
+    return [row for row in out if not _is_empty(row)]
+
+
+def _is_empty(row):
+    if row.extra:
+        return False
+    expected = empty(KPIS[row.kpi])
+    return all(
+        (a is None and b is None) or (a is not None and b is not None and a == b)
+        for a, b in zip((row.value, row.numerator, row.denominator), expected, strict=True)
+    )
+
+
+def empty(kpi):
+    """(value, numerator, denominator) of a KPI with nothing to count: what a missing
+    snapshot row reads as."""
+    if kpi.median or kpi.computed_by == "company":
+        return None, None, None
+    if kpi.denominator is None:
+        return Decimal(0), Decimal(0), None  # a count or a sum
+    return None, Decimal(0), Decimal(0)
 
 
 def store(grain, periods, now=None):

@@ -16,6 +16,7 @@ from accounts.models import Team, User
 from funnel.models import Channel, Deal
 from funnel.stages import Status
 from kpis.company import year_before
+from kpis.compute import empty
 from kpis.definitions import COMPOSITES, KPIS
 from kpis.models import DirtyDay, KpiSnapshot
 
@@ -100,15 +101,6 @@ def is_dirty(period):
     return DirtyDay.objects.filter(day__gte=period.start, day__lt=period.end).exists()
 
 
-def _empty(kpi):
-    """(value, numerator, denominator) of a KPI with nothing to count."""
-    if kpi.median or kpi.computed_by == "company":
-        return None, None, None
-    if kpi.denominator is None:
-        return Decimal(0), Decimal(0), None  # a count or a sum
-    return None, Decimal(0), Decimal(0)
-
-
 def kpi_values(grain, period, slice_key="company", breakdown="", now=None):
     """{code: {"value", "numerator", "denominator", "extra", "immature"}} for every KPI
     that applies to the slice and breakdown, in registry order."""
@@ -131,7 +123,7 @@ def kpi_values(grain, period, slice_key="company", breakdown="", now=None):
         if snap is not None:
             value, num, den, extra = snap.value, snap.numerator, snap.denominator, snap.extra
         else:
-            (value, num, den), extra = _empty(kpi), {}
+            (value, num, den), extra = empty(kpi), {}
         out[kpi.code] = {
             "value": value,
             "numerator": num,
