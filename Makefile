@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint format migrate seed clean
+.PHONY: install run test test-fast lint format migrate seed bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { \
@@ -55,3 +55,8 @@ format: install
 
 clean:
 	rm -rf var .pytest_cache
+
+# KPI engine figures on a throw-away PostgreSQL (BENCH_DEALS=1000000 for the big run).
+bench: install
+	bash scripts/install-system-deps.sh
+	$(BIN)/python scripts/bench.py

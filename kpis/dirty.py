@@ -83,15 +83,17 @@ def _enqueue():
 
 
 def claim(limit):
-    """Take up to ``limit`` marks not leased by another worker: [(day, generation)]."""
+    """Take up to ``limit`` (None: all) marks not leased by another worker:
+    [(day, generation)]."""
     now = timezone.now()
     with transaction.atomic():
-        rows = list(
+        rows = (
             DirtyDay.objects.select_for_update(skip_locked=True)
             .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
             .order_by("day")
-            .values_list("pk", "day", "generation")[:limit]
+            .values_list("pk", "day", "generation")
         )
+        rows = list(rows if limit is None else rows[:limit])
         DirtyDay.objects.filter(pk__in=[r[0] for r in rows]).update(claimed_until=now + CLAIM_LEASE)
     return [(day, generation) for _, day, generation in rows]
 

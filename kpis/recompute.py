@@ -57,10 +57,14 @@ def periods_of_span(grain):
 
 
 def recompute_all(grains=GRAINS):
-    """Recompute every period of every grain from the first data to the last."""
+    """Recompute every period of every grain from the first data to the last. The
+    marks present when it starts are covered by it and cleared (unless marked again
+    meanwhile)."""
+    claimed = dirty.claim(limit=None)
     total = 0
     for grain in grains:
         total += store(grain, periods_of_span(grain))
+    dirty.release(claimed)
     return total
 
 

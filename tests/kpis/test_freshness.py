@@ -197,3 +197,11 @@ def test_a_committed_transition_reaches_the_snapshots_through_a_worker_on_redis(
         time.sleep(0.2)
     assert stored("qualified_leads", day=local_date(days_ago(1))) == 1
     assert DirtyDay.objects.count() == 0
+
+
+def test_a_full_recompute_clears_the_marks_it_covers(rep):
+    make_deal(rep, at=days_ago(3))
+    assert DirtyDay.objects.exists()
+    recompute.recompute_all()
+    assert DirtyDay.objects.count() == 0
+    assert stored("leads", day=local_date(days_ago(3))) == 1

@@ -1,0 +1,174 @@
+"""`make bench`: KPI engine figures on a throw-away PostgreSQL seeded with demo data.
+
+Prints, measured in the same run:
+- the demo seed time;
+- the full recompute time, the time of one hand-written SQL statement that scans the
+  same tables once and aggregates stage counts, durations and values per month and
+  slice (the practical floor), and their ratio;
+- one transition end to end (transition + dirty marks + incremental recompute);
+- with a Celery worker on a real redis-server: seconds from a committed transition to
+  an updated snapshot.
+
+BENCH_DEALS (default 100000) sets the size.
+"""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from scripts.servers import postgres_server, redis_server  # noqa: E402
+
+FLOOR_SQL = """
+WITH offers AS (
+    SELECT deal_id, count(*) FILTER (WHERE sent_at IS NOT NULL) AS sent,
+           min(sent_at) AS first_sent,
+           sum(extract(epoch FROM sent_at - prep_started_at)) AS prep
+    FROM funnel_offer GROUP BY deal_id
+), activities AS (
+    SELECT deal_id, count(*) AS n, min(held_at) AS first_held FROM funnel_activity GROUP BY deal_id
+), history AS (
+    SELECT deal_id, count(*) FILTER (WHERE event = 'skipped') AS skipped FROM funnel_stagehistory GROUP BY deal_id
+)
+SELECT date_trunc('month', d.entered_lead_at AT TIME ZONE %(tz)s) AS month,
+       d.owner_id, d.channel_id, d.segment, d.industry,
+       count(*) AS leads,
+       count(d.entered_qualification_at), count(d.entered_needs_at), count(d.entered_offer_at),
+       count(d.entered_negotiation_at), count(d.entered_closing_at),
+       count(*) FILTER (WHERE d.status = 'won') AS won,
+       count(*) FILTER (WHERE d.status = 'lost') AS lost,
+       sum(extract(epoch FROM d.entered_needs_at - d.entered_lead_at)),
+       sum(extract(epoch FROM d.won_at - d.entered_lead_at)),
+       sum(d.current_value_base),
+       sum(d.current_value_base) FILTER (WHERE d.status = 'won'),
+       sum(o.sent), sum(o.prep), sum(a.n), sum(h.skipped)
+FROM funnel_deal d
+LEFT JOIN offers o ON o.deal_id = d.id
+LEFT JOIN activities a ON a.deal_id = d.id
+LEFT JOIN history h ON h.deal_id = d.id
+GROUP BY 1, 2, 3, 4, 5
+"""
+
+MEASURE = """
+import json, time, django, os
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+django.setup()
+from django.conf import settings
+from django.db import connection
+from kpis import recompute
+from kpis.models import KpiSnapshot
+out = {}
+t = time.perf_counter()
+with connection.cursor() as cur:
+    cur.execute(FLOOR_SQL, {"tz": settings.TIME_ZONE})
+    out["floor_rows"] = len(cur.fetchall())
+out["floor_s"] = time.perf_counter() - t
+t = time.perf_counter()
+recompute.recompute_all()
+out["full_s"] = time.perf_counter() - t
+out["snapshots"] = KpiSnapshot.objects.count()
+
+from funnel import domain
+from funnel.models import Deal
+from funnel.stages import Stage
+deal = Deal.objects.open().filter(stage=Stage.QUALIFICATION).order_by("-entered_qualification_at").first()
+t = time.perf_counter()
+domain.move_forward(deal, Stage.NEEDS, by=None)
+taken = recompute.recompute_all_dirty()
+out["transition_s"] = time.perf_counter() - t
+out["transition_dirty_days"] = taken
+print("RESULT " + json.dumps(out))
+"""
+
+LATENCY = """
+import json, time, django, os
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+django.setup()
+from django.db import transaction
+from funnel import domain
+from funnel.models import Deal
+from funnel.stages import Stage
+from kpis.models import KpiSnapshot
+from kpis.periods import Period, today
+period = Period.containing("day", today())
+def qualified():
+    snap = KpiSnapshot.objects.filter(kpi="qualified_leads", grain="day", period_start=period.start, slice="company").first()
+    return snap.value if snap else 0
+before = qualified()
+deal = Deal.objects.open().filter(stage=Stage.QUALIFICATION).order_by("-entered_qualification_at").first()
+with transaction.atomic():
+    domain.move_forward(deal, Stage.NEEDS, by=None)
+t = time.perf_counter()
+while qualified() == before and time.perf_counter() - t < 600:
+    time.sleep(0.05)
+print("RESULT " + json.dumps({"latency_s": time.perf_counter() - t}))
+"""
+
+
+def result(proc):
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            import json
+
+            return json.loads(line[len("RESULT ") :])
+    raise RuntimeError(proc.stdout + proc.stderr)
+
+
+def main():
+    deals = int(os.environ.get("BENCH_DEALS", "100000"))
+    py = str(ROOT / ".venv" / "bin" / "python")
+    with postgres_server() as database_url, redis_server() as redis:
+        env = {**os.environ, "DATABASE_URL": database_url, "DEBUG": "true", "REDIS_URL": redis.url}
+        subprocess.run([py, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+        t = time.perf_counter()
+        subprocess.run(
+            [py, "manage.py", "seed_demo", "--deals", str(deals), "--seed", "1"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        seed_s = time.perf_counter() - t
+        code = f"FLOOR_SQL = {FLOOR_SQL!r}\n" + MEASURE
+        figures = result(
+            subprocess.run([py, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+        )
+        worker = subprocess.Popen(
+            [py, "-m", "celery", "-A", "config", "worker", "--pool=solo", "--loglevel=WARNING"],
+            cwd=ROOT,
+            env=env,
+        )
+        try:
+            time.sleep(5)
+            latency = result(
+                subprocess.run(
+                    [py, "-c", LATENCY], cwd=ROOT, env=env, capture_output=True, text=True
+                )
+            )
+        finally:
+            worker.terminate()
+            worker.wait(30)
+    print(f"\nBench on PostgreSQL, {deals:,} demo deals, {os.cpu_count()} cores")
+    print(f"seed_demo:                          {seed_s:8.1f} s")
+    print(
+        f"full recompute:                     {figures['full_s']:8.1f} s ({figures['snapshots']:,} snapshot rows)"
+    )
+    print(
+        f"floor (one SQL scan, month x slice): {figures['floor_s']:8.2f} s ({figures['floor_rows']:,} rows)"
+    )
+    print(
+        f"ratio full / floor:                 {figures['full_s'] / figures['floor_s']:8.1f}  (goal <= 3)"
+    )
+    print(
+        f"one transition end to end:          {figures['transition_s'] * 1000:8.0f} ms "
+        f"({figures['transition_dirty_days']} dirty days; goal < 100 ms)"
+    )
+    print(f"commit -> snapshot via Redis worker: {latency['latency_s']:8.2f} s (goal < 5 s)")
+
+
+if __name__ == "__main__":
+    main()
