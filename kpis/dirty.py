@@ -71,6 +71,11 @@ def mark_deal(deal, *also):
 
 
 def _enqueue_on_commit():
+    # One task per transaction, however many changes it marks (an import marks
+    # thousands). A savepoint rolled back drops its callback; the sweep covers that.
+    connection = transaction.get_connection()
+    if any(callback is _enqueue for _, callback, _ in connection.run_on_commit):
+        return
     # robust=True: a broker outage must never turn a saved change into an error; the
     # sweep picks the marks up later (pitfalls.md).
     transaction.on_commit(_enqueue, robust=True)

@@ -205,3 +205,12 @@ def test_a_full_recompute_clears_the_marks_it_covers(rep):
     recompute.recompute_all()
     assert DirtyDay.objects.count() == 0
     assert stored("leads", day=local_date(days_ago(3))) == 1
+
+
+def test_one_transaction_enqueues_one_recompute_however_many_changes_it_marks(
+    rep, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks() as callbacks, transaction.atomic():
+        for _ in range(5):
+            make_deal(rep, at=days_ago(3))
+    assert [c.__name__ for c in callbacks] == ["_enqueue"]
