@@ -4,6 +4,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -129,10 +130,14 @@ class Target(models.Model):
         verbose_name = _("target")
         verbose_name_plural = _("targets")
         constraints = [
+            # One target per scope and period; the company's scope has no team and no
+            # rep, so NULLs are folded to 0 (portable, unlike NULLS NOT DISTINCT).
             models.UniqueConstraint(
-                fields=["grain", "period_start", "team", "rep"],
+                "grain",
+                "period_start",
+                Coalesce("team", 0),
+                Coalesce("rep", 0),
                 name="target_unique_scope",
-                nulls_distinct=False,
             ),
             models.CheckConstraint(
                 condition=Q(team__isnull=True) | Q(rep__isnull=True), name="target_one_scope"
@@ -182,9 +187,7 @@ class Forecast(models.Model):
         verbose_name_plural = _("forecasts")
         constraints = [
             models.UniqueConstraint(
-                fields=["grain", "period_start", "team", "kind"],
-                name="forecast_unique",
-                nulls_distinct=False,
+                "grain", "period_start", Coalesce("team", 0), "kind", name="forecast_unique"
             ),
         ]
 
