@@ -178,6 +178,8 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-dirty-kpis": {"task": "kpis.recompute_dirty", "schedule": 60.0},
     # Open and stalled deals move with time alone.
     "refresh-now-kpis": {"task": "kpis.mark_today", "schedule": 3600.0},
+    # The weighted pipeline of each new period, frozen at its start (forecast accuracy).
+    "freeze-forecasts": {"task": "kpis.freeze_forecasts", "schedule": crontab(hour=0, minute=1)},
     "nightly-full-recompute": {
         "task": "kpis.recompute_all",
         "schedule": crontab(hour=2, minute=30),

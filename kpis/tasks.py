@@ -36,3 +36,10 @@ def recompute_dirty():
 @shared_task(name="kpis.mark_today", acks_late=True, **RETRY)
 def mark_today():
     recompute.mark_today()
+
+
+@shared_task(name="kpis.freeze_forecasts", acks_late=True, **RETRY)
+def freeze_forecasts():
+    from kpis.forecasts import freeze_forecasts as freeze
+
+    return freeze()

@@ -25,3 +25,23 @@ def test_a_rep_and_the_company_each_have_their_own_target(rep):
             grain="month", period_start=datetime.date(2025, 3, 1), rep=rep, amount=Decimal(3)
         )
     assert Target.objects.count() == 2
+
+
+def test_freezing_stores_the_weighted_pipeline_of_the_current_periods_once(rep):
+    from funnel import domain
+    from funnel.stages import Stage
+    from kpis.forecasts import freeze_forecasts
+    from kpis.models import Forecast, StageSetting
+    from kpis.periods import Period, today
+    from tests.factories import deal_in_stage
+
+    StageSetting.objects.filter(stage=Stage.NEGOTIATION).update(default_probability_pct=50)
+    deal = deal_in_stage(rep, Stage.NEGOTIATION, value=Decimal(10000))
+    domain.update_deal(deal, by=rep, expected_close_date=today())
+    assert freeze_forecasts() == 8  # 4 grains × (company + team A)
+    month = Forecast.objects.get(
+        grain="month", period_start=Period.containing("month", today()).start, team=None
+    )
+    assert month.kind == "frozen"
+    assert month.amount == Decimal(5000)
+    assert freeze_forecasts() == 0
