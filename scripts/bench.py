@@ -137,6 +137,7 @@ def main():
         figures = result(
             subprocess.run([py, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
         )
+        print(f"engine figures: {figures}", flush=True)
         worker = subprocess.Popen(
             [py, "-m", "celery", "-A", "config", "worker", "--pool=solo", "--loglevel=WARNING"],
             cwd=ROOT,
@@ -150,7 +151,8 @@ def main():
                 )
             )
         finally:
-            worker.terminate()
+            # The worker may be mid-recompute: the figure is taken, stop it now.
+            worker.kill()
             worker.wait(30)
     print(f"\nBench on PostgreSQL, {deals:,} demo deals, {os.cpu_count()} cores")
     print(f"seed_demo:                          {seed_s:8.1f} s")
