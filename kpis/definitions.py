@@ -59,10 +59,6 @@ class Kpi:
     computed_by: str = "family"  # or "company"
 
     @property
-    def is_percentage(self):
-        return self.unit == PCT
-
-    @property
     def is_cohort(self):
         return self.basis == COHORT
 
@@ -85,12 +81,6 @@ class Registry:
 
     def __contains__(self, code):
         return code in self.kpis
-
-    def by_family(self, family):
-        return [k for k in self if k.family == family]
-
-    def for_stage(self, stage):
-        return [k for k in self if k.stage == stage]
 
 
 KPIS = Registry()

@@ -45,7 +45,6 @@ SLICE_FIELDS = {
     "segment": "segment",
     "industry": "industry",
 }
-SLICE_TYPES = ("company", *SLICE_FIELDS)
 
 #: The columns a family groups by; slices are rolled up from them (team via owner).
 GROUP_FIELDS = {

@@ -135,7 +135,10 @@ def kpi_values(grain, period, slice_key="company", breakdown="", now=None):
 
 
 def composites(values):
+    """The KPIs domain.md names that are a pair of stored KPIs (channel_conversion:
+    lead quality and sales conversion of a channel's leads), where both apply."""
     return {
-        code: {part: values[part]["value"] for part in parts if part in values}
+        code: {part: values[part]["value"] for part in parts}
         for code, parts in COMPOSITES.items()
+        if all(part in values for part in parts)
     }

@@ -125,6 +125,7 @@ def test_show_kpis_prints_json_keyed_by_kpi_code(rep, capsys):
 
     out = json.loads(capsys.readouterr().out)
     assert out["leads"] == {"value": 1, "numerator": 1, "denominator": None}
+    assert out["channel_conversion"] == {"lead_quality_pct": 100, "sales_conversion_pct": 0}
     assert "lead_quality_pct" in out and "win_rate_pct" in out and "clv" in out
 
 
@@ -214,3 +215,24 @@ def test_one_transaction_enqueues_one_recompute_however_many_changes_it_marks(
         for _ in range(5):
             make_deal(rep, at=days_ago(3))
     assert [c.__name__ for c in callbacks] == ["_enqueue"]
+
+
+def test_every_scheduled_job_names_a_registered_task():
+    from django.conf import settings
+
+    app.loader.import_default_modules()
+    scheduled = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    assert scheduled == {
+        "kpis.recompute_dirty",
+        "kpis.mark_today",
+        "kpis.recompute_all",
+        "kpis.freeze_forecasts",
+    }
+    assert scheduled <= set(app.tasks)
+
+
+def test_the_hourly_job_marks_today_for_the_now_kpis(db):
+    from kpis.tasks import mark_today
+
+    mark_today.run()
+    assert marked_days() == {today()}

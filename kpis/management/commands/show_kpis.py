@@ -54,6 +54,8 @@ class Command(BaseCommand):
                 }
                 for code, v in values.items()
             }
+            for code, parts in reading.composites(values).items():
+                out[code] = {part: _number(value) for part, value in parts.items()}
             self.stdout.write(_json_dumps(out))
             return
         self.stdout.write(f"{grain} {target} · {slice_key}{' · ' + breakdown if breakdown else ''}")
