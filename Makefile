@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint format migrate seed bench clean
+.PHONY: install run test test-fast lint format migrate seed bench clean assets
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { \
@@ -60,3 +60,12 @@ clean:
 bench: install
 	bash scripts/install-system-deps.sh
 	$(BIN)/python scripts/bench.py
+
+# Front-end assets: from the npm registry (package.json / package-lock.json) into
+# static/vendor, where they are committed; the app never loads anything from a CDN.
+assets:
+	npm ci --no-audit --no-fund
+	mkdir -p static/vendor/bootstrap static/vendor/chartjs
+	cp node_modules/bootstrap/dist/css/bootstrap.min.css node_modules/bootstrap/dist/js/bootstrap.bundle.min.js node_modules/bootstrap/LICENSE static/vendor/bootstrap/
+	cp node_modules/chart.js/dist/chart.umd.min.js node_modules/chart.js/LICENSE.md static/vendor/chartjs/
+	sed -i 's#sourceMappingURL=.*\.map##' static/vendor/bootstrap/*.js static/vendor/bootstrap/*.css static/vendor/chartjs/*.js

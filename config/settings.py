@@ -41,10 +41,15 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
     "drf_spectacular",
     "accounts",
     "funnel",
     "kpis",
+    "reports",
+    "imports",
+    "api",
 ]
 
 MIDDLEWARE = [

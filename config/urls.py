@@ -9,5 +9,9 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("i18n/", include("django.conf.urls.i18n")),
+    path("api/", include("api.urls")),
+    path("reports/", include("reports.urls")),
+    path("import/", include("imports.urls")),
+    path("deals/", include("funnel.urls")),
     path("", funnel_views.home, name="home"),
 ]
