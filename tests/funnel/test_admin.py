@@ -2,6 +2,7 @@ import datetime
 from decimal import Decimal
 
 import pytest
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.contrib.admin import site as admin_site
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Group, Permission
@@ -10,6 +11,7 @@ from django.db import connection
 from django.forms import MultiWidget
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from rest_framework.authtoken.models import Token
 
 from accounts.models import User
 from funnel import domain
@@ -51,6 +53,10 @@ VIEW_ONLY = {
     KpiSnapshot,
     DirtyDay,
     StageSetting,
+    # django-axes records sign-ins; nobody adds them by hand.
+    AccessAttempt,
+    AccessLog,
+    AccessFailureLog,
 }
 
 STALE = "Someone else changed this deal in the meantime. Review the current data and try again."
@@ -134,6 +140,12 @@ def one_of_each(rep, team_a):
         kpi="leads", grain="month", period_start=month, value=2, numerator=2, denominator=1
     )
     DirtyDay.objects.get_or_create(day=month)  # the spend above marked it already
+    Token.objects.create(user=rep)
+    # django-axes's sign-in records (config/settings.py: login brute-force protection).
+    attempt = {"username": "rep", "ip_address": "10.0.0.1", "user_agent": "test"}
+    AccessAttempt.objects.create(**attempt, failures_since_start=1)
+    AccessLog.objects.create(**attempt)
+    AccessFailureLog.objects.create(**attempt)
 
 
 # Every page ------------------------------------------------------------------------------

@@ -1,0 +1,84 @@
+"""The request log: one line per request with its id, the user, the method, the path,
+the status and the duration.
+
+The id comes from the ``X-Request-ID`` header a proxy or client sent (when it looks
+like an id) or is generated; it is echoed in the response's ``X-Request-ID`` and
+attached to every log line written while the request is served, so one grep finds
+everything a request did.
+"""
+
+import contextvars
+import logging
+import re
+import time
+import uuid
+
+from django.utils.encoding import escape_uri_path
+
+logger = logging.getLogger("lejek.request")
+
+#: The current request's id; "-" outside a request (Celery, management commands).
+request_id_var = contextvars.ContextVar("request_id", default="-")
+
+#: An incoming id is kept only if it cannot forge or break a log line.
+_VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestIdFilter(logging.Filter):
+    """Gives every log record the ``request_id`` the formatter prints."""
+
+    def filter(self, record):
+        if not hasattr(record, "request_id"):
+            record.request_id = request_id_var.get()
+        return True
+
+
+def _incoming_id(request):
+    value = request.headers.get("X-Request-ID", "")
+    return value if _VALID_ID.match(value) else uuid.uuid4().hex
+
+
+def _user_id(request):
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        return str(user.pk)
+    return "-"
+
+
+class RequestLogMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        request_id = _incoming_id(request)
+        request.request_id = request_id
+        token = request_id_var.set(request_id)
+        started = time.monotonic()
+        status = 500
+        try:
+            response = self.get_response(request)
+            status = response.status_code
+            response["X-Request-ID"] = request_id
+            return response
+        finally:
+            duration_ms = (time.monotonic() - started) * 1000
+            # Percent-encoded: a path cannot forge a second log line.
+            path = escape_uri_path(request.path)
+            logger.info(
+                "request_id=%s user=%s method=%s path=%s status=%s duration_ms=%.1f",
+                request_id,
+                _user_id(request),
+                request.method,
+                path,
+                status,
+                duration_ms,
+                extra={
+                    "request_id": request_id,
+                    "user_id": _user_id(request),
+                    "method": request.method,
+                    "path": path,
+                    "status": status,
+                    "duration_ms": round(duration_ms, 1),
+                },
+            )
+            request_id_var.reset(token)
