@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint format migrate seed bench clean assets
+.PHONY: install run serve test test-fast lint format migrate seed bench clean assets
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { \
@@ -31,6 +31,17 @@ run: install
 	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py migrate --noinput
 	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py seed_demo --if-empty
 	DEBUG=$${DEBUG:-true} PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile.dev
+
+# Production: gunicorn (static files through whitenoise), a Celery worker and Celery
+# beat (Procfile) against DATABASE_URL and REDIS_URL, DEBUG off unless set. Needs
+# SECRET_KEY and ALLOWED_HOSTS; see docs/production.md.
+serve: install
+	@test -n "$$DATABASE_URL" -a -n "$$REDIS_URL" || { \
+	  echo "make serve: set DATABASE_URL and REDIS_URL (see docs/production.md)" >&2; exit 2; }
+	DEBUG=$${DEBUG:-false} $(BIN)/python manage.py migrate --noinput
+	DEBUG=$${DEBUG:-false} $(BIN)/python manage.py createcachetable
+	DEBUG=$${DEBUG:-false} $(BIN)/python manage.py collectstatic --noinput -v 0
+	DEBUG=$${DEBUG:-false} PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
 
 # Demo data (idempotent): see `python manage.py seed_demo --help` for --deals/--seed.
 seed: migrate
