@@ -147,6 +147,10 @@ class ImportResult:
     rejected: bool = False
     #: Dirty days recomputed after the import, when it recomputed KPIs itself.
     recomputed_days: int | None = None
+    #: One ``(line, outcome, cells)`` per data row, in file order: outcome is
+    #: "created", "updated", "unchanged" or "failed"; ``cells`` is the row as read
+    #: ({column: text}, None for a malformed row). What the upload page previews.
+    rows: list = field(default_factory=list)
 
     @property
     def written(self):
@@ -474,10 +478,13 @@ class _Lookups:
     What a row creates (or changes) is remembered until the row ends: if the row's
     savepoint is rolled back, those entries leave the caches too."""
 
-    def __init__(self, *, create_missing):
+    def __init__(self, *, create_missing, owners=None):
         self.create_missing = create_missing
+        # A scope (a User queryset) limits the owners a row may name, and no owner is
+        # created: a manager imports deals for the people they lead only.
+        self.owner_scope = owners is not None
         self.users, self.emails = {}, defaultdict(list)
-        for user in User.objects.all():
+        for user in User.objects.all() if owners is None else owners:
             self.users[user.username.casefold()] = user
             if user.email:
                 self.emails[user.email.casefold()].append(user)
@@ -528,6 +535,11 @@ class _Lookups:
             return matches[0]
         if matches:
             raise RowError(f"owner: '{value}' is the e-mail of several users; use a username.")
+        if self.owner_scope:
+            raise RowError(
+                f"owner: '{value}' is not one of the people you lead (only an admin can "
+                "import deals for anyone, or create users)."
+            )
         if not self.create_missing:
             raise RowError(f"owner: Unknown user '{value}'.")
         user = User(
@@ -754,9 +766,9 @@ def _check_deal_row(row, plan):
 
 
 class _DealImporter:
-    def __init__(self, *, by, create_missing):
+    def __init__(self, *, by, create_missing, owners=None):
         self.by = by
-        self.lookups = _Lookups(create_missing=create_missing)
+        self.lookups = _Lookups(create_missing=create_missing, owners=owners)
         self.existing_ids = set()
         self.seen_ids = {}
 
@@ -961,8 +973,10 @@ def _run_rows(rows, importer, result, *, valid_only, dry_run):
                     else f"The database refused the row: {exc}"
                 )
                 result.errors.append((line, message))
+                result.rows.append((line, "failed", cells))
                 continue
             lookups.row_succeeded(result)
+            result.rows.append((line, outcome, cells))
             if outcome == "unchanged":
                 result.unchanged += 1
                 continue
@@ -986,7 +1000,14 @@ def _finish(result, *, recompute):
 
 
 def import_deals(
-    source, *, by=None, create_missing=False, valid_only=False, dry_run=False, recompute=False
+    source,
+    *,
+    by=None,
+    create_missing=False,
+    valid_only=False,
+    dry_run=False,
+    recompute=False,
+    owners=None,
 ):
     """Import a deals CSV (see the module docstring and the ``import_deals`` command).
 
@@ -994,6 +1015,8 @@ def import_deals(
     user (recorded as the actor of every transition), or None. ``recompute``: recompute
     the dirty KPI days before returning (the command does); otherwise the dirty marks
     the domain wrote are left to the Celery task enqueued on commit and the sweep.
+    ``owners``: a User queryset the owners must come from (the upload page and the API
+    pass the people a manager leads); unknown owners are then reported, never created.
     """
     result = ImportResult(kind="deals", dry_run=dry_run, valid_only=valid_only)
     try:
@@ -1002,7 +1025,7 @@ def import_deals(
         result.errors.append((exc.line, exc.message))
         result._reject()
         return result
-    importer = _DealImporter(by=by, create_missing=create_missing)
+    importer = _DealImporter(by=by, create_missing=create_missing, owners=owners)
     _run_rows(rows, importer, result, valid_only=valid_only, dry_run=dry_run)
     return _finish(result, recompute=recompute)
 
