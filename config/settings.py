@@ -229,16 +229,42 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 REST_FRAMEWORK = {
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "api.schema.LejekAutoSchema",
+    # Token first: an unauthenticated request answers 401 with WWW-Authenticate.
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "api.pagination.Pagination",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_THROTTLE_CLASSES": ["api.throttling.UserThrottle", "api.throttling.AnonThrottle"],
+    # Counted in the default cache: per process with the local-memory cache, shared
+    # between workers once CACHES points at Redis.
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env.str("API_USER_RATE", default="600/min"),
+        "anon": env.str("API_ANON_RATE", default="30/min"),
+    },
+    "EXCEPTION_HANDLER": "api.exceptions.exception_handler",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Lejek API",
+    "DESCRIPTION": (
+        "The six-stage B2B funnel: deals and their transitions, offers, negotiation, "
+        "closing, activities, reference data, targets, stored KPIs and imports. "
+        "Sign in (session) or send `Authorization: Token <key>` (POST /api/v1/auth/token/)."
+    ),
     "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "StageEnum": "funnel.stages.Stage",
+        "StatusEnum": "funnel.stages.Status",
+        "GrainEnum": "kpis.periods.Grain",
+    },
 }
 
 # One line per event on stderr, each carrying the id of the request it belongs to ("-"
