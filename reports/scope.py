@@ -212,7 +212,12 @@ def resolve(request):
     for name in ("segment", "industry"):
         if params.get(name, "").strip() and not scope.is_admin:
             raise Http404
-    form = ReportFilterForm(params, scope)
+    data = params.copy()
+    if not data.get("grain"):
+        # A bound form shows what was sent: without this, the grain select would show
+        # its first choice (day) while the report reads months.
+        data["grain"] = Grain.MONTH.value
+    form = ReportFilterForm(data, scope)
     if form.is_valid():
         data = form.cleaned_data
         slice_key = form.slice_key()

@@ -283,3 +283,9 @@ def test_the_drill_down_exports_its_deals(client, manager, rep, dataset):
     lines = csv_lines(client.get(url))
     titles = [line[1] for line in lines if len(line) > 2 and line[0].isdigit()]
     assert titles == ["Rejected deal", "Accepted deal"]
+
+
+def test_the_filter_form_shows_the_month_grain_by_default(client, manager, dataset):
+    client.force_login(manager)
+    content = client.get(OFFER_MARCH).content.decode()
+    assert '<option value="month" selected>' in content
