@@ -15,7 +15,7 @@ def test_a_rep_signs_in_and_sees_only_their_own_open_deals_per_stage(client, rep
         "/accounts/login/", {"username": "rep", "password": PASSWORD}, follow=True
     )
     assert response.status_code == 200
-    assert {s.value: n for s, n in response.context["stages"]} == {
+    assert {c["stage"].value: c["count"] for c in response.context["columns"]} == {
         "lead": 0,
         "qualification": 0,
         "needs": 0,
