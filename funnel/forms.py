@@ -164,7 +164,6 @@ class LeadForm(BootstrapMixin, forms.Form):
     currency = forms.CharField(
         label=_("Currency"),
         max_length=3,
-        validators=[currency_validator],
         widget=forms.TextInput(attrs={"autocapitalize": "characters", "size": 3}),
     )
     first_touch_on = date_field(
@@ -183,7 +182,14 @@ class LeadForm(BootstrapMixin, forms.Form):
             del self.fields["owner"]
 
     def clean_currency(self):
-        return self.cleaned_data["currency"].upper()
+        currency = self.cleaned_data["currency"].upper()
+        try:
+            currency_validator(currency)
+        except forms.ValidationError as exc:
+            raise forms.ValidationError(
+                _("Use a three-letter ISO 4217 code, e.g. PLN."), code="currency"
+            ) from exc
+        return currency
 
     def clean(self):
         cleaned = super().clean()
