@@ -240,7 +240,17 @@ class PostgresCluster:
         _, account = _as_postgres_user([])
         if account is not None:
             os.chown(self.root, account.pw_uid, account.pw_gid)
-        self._run(self.initdb, "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        self._run(
+            self.initdb,
+            "-D",
+            self.data,
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
 
     @property
     def url(self):
