@@ -6,6 +6,8 @@ import datetime
 
 import pytest
 import schemathesis
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
 from django.utils import timezone
 from hypothesis import HealthCheck, settings
 from rest_framework.authtoken.models import Token
@@ -68,7 +70,16 @@ def admin_token(admin, rep, settings):
     domain.log_activity(
         deal_in_stage(rep, Stage.NEEDS), kind="call", held_at=timezone.now(), by=rep
     )
-    return Token.objects.create(user=admin).key
+    # The WSGI handler closes "old" connections around each request; inside the test's
+    # transaction that would close PostgreSQL's connection (Django's test client
+    # disconnects the same handlers).
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        yield Token.objects.create(user=admin).key
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
 
 
 @schema.parametrize()
