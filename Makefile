@@ -80,3 +80,10 @@ assets:
 	cp node_modules/bootstrap/dist/css/bootstrap.min.css node_modules/bootstrap/dist/js/bootstrap.bundle.min.js node_modules/bootstrap/LICENSE static/vendor/bootstrap/
 	cp node_modules/chart.js/dist/chart.umd.min.js node_modules/chart.js/LICENSE.md static/vendor/chartjs/
 	sed -i 's#sourceMappingURL=.*\.map##' static/vendor/bootstrap/*.js static/vendor/bootstrap/*.css static/vendor/chartjs/*.js
+
+# Load test of the production process set on a throw-away PostgreSQL with demo data
+# (scripts/loadtest.py): LOADTEST_DEALS (default 100000), LOADTEST_SECONDS (default 60).
+.PHONY: loadtest
+loadtest: install
+	bash scripts/install-system-deps.sh
+	$(BIN)/python scripts/loadtest.py
