@@ -46,6 +46,7 @@ from funnel.models import (
 )
 from funnel.money import base_currency, local_date, to_base
 from funnel.stages import Stage, Status
+from kpis import dirty
 
 DEAL_COLUMNS = (
     "external_id",
@@ -957,34 +958,35 @@ def _run_rows(rows, importer, result, *, valid_only, dry_run):
     lookups = importer.lookups
     with transaction.atomic():
         importer.preload(rows)
-        for line, cells in rows:
-            lookups.begin_row()
-            try:
-                if cells is None:
-                    raise RowError("The row has more cells than the header has columns.")
-                with transaction.atomic():
-                    outcome = importer.run(line, cells, result)
-            except (RowError, DatabaseError) as exc:
-                lookups.row_failed()
-                result.failed += 1
-                message = (
-                    "; ".join(exc.messages)
-                    if isinstance(exc, RowError)
-                    else f"The database refused the row: {exc}"
-                )
-                result.errors.append((line, message))
-                result.rows.append((line, "failed", cells))
-                continue
-            lookups.row_succeeded(result)
-            result.rows.append((line, outcome, cells))
-            if outcome == "unchanged":
-                result.unchanged += 1
-                continue
-            result.valid += 1
-            if outcome == "created":
-                result.created += 1
-            else:
-                result.updated += 1
+        with dirty.batched():
+            for line, cells in rows:
+                lookups.begin_row()
+                try:
+                    if cells is None:
+                        raise RowError("The row has more cells than the header has columns.")
+                    with transaction.atomic():
+                        outcome = importer.run(line, cells, result)
+                except (RowError, DatabaseError) as exc:
+                    lookups.row_failed()
+                    result.failed += 1
+                    message = (
+                        "; ".join(exc.messages)
+                        if isinstance(exc, RowError)
+                        else f"The database refused the row: {exc}"
+                    )
+                    result.errors.append((line, message))
+                    result.rows.append((line, "failed", cells))
+                    continue
+                lookups.row_succeeded(result)
+                result.rows.append((line, outcome, cells))
+                if outcome == "unchanged":
+                    result.unchanged += 1
+                    continue
+                result.valid += 1
+                if outcome == "created":
+                    result.created += 1
+                else:
+                    result.updated += 1
         if result.failed and not valid_only:
             result._reject()
         if dry_run or result.rejected:

@@ -12,17 +12,18 @@ import statistics
 from collections import defaultdict
 from decimal import Decimal
 
-from django.db.models import Count, DateField, Exists, F, OuterRef, Q, Subquery, Sum
+from django.db.models import Count, DateField, F, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Trunc
 
 from accounts.models import Role, Team, User
 from funnel import stages
-from funnel.models import Activity, Company, Deal, StageHistory
+from funnel.models import Activity, Deal, StageHistory
 from funnel.stages import Status
 from kpis.families import FAMILIES, SLICE_FIELDS, group_by
 from kpis.models import Forecast, ForecastKind, KpiSnapshot, StageSetting, Target
 from kpis.periods import Grain, Period, local_midnight, tz
 from kpis.spend import sales_cost_by_period
+from kpis.timeline import CustomerTimeline, OwnerTimeline, year_before_day
 
 MIN_CLOSED = 20
 HUNDRED = Decimal(100)
@@ -159,19 +160,17 @@ class CompanyKpis:
     # --- inputs that need their own queries -----------------------------------------
 
     def active_reps(self, period):
-        active = User.objects.filter(role=Role.REP).filter(
-            Exists(
-                Deal.objects.filter(owner=OuterRef("pk"), entered_lead_at__lt=period.end_at)
-                .exclude(won_at__lt=period.start_at)
-                .exclude(lost_at__lt=period.start_at)
-            )
-        )
+        """Reps with a deal alive in the period: created before its end and not won or
+        lost before its start."""
         out = defaultdict(int)
-        for rep_id, team_id in active.values_list("id", "team_id"):
-            out["company"] += 1
-            out[f"rep:{rep_id}"] += 1
-            if team_id is not None:
-                out[f"team:{team_id}"] += 1
+        start, end = period.start, period.end
+        for rep_id in self.reps:
+            if self.timeline.active(rep_id, start, end):
+                out["company"] += 1
+                out[f"rep:{rep_id}"] += 1
+                team_id = self.owners.get(rep_id)
+                if team_id is not None:
+                    out[f"team:{team_id}"] += 1
         return out
 
     def targets(self):
@@ -213,46 +212,34 @@ class CompanyKpis:
         return out
 
     def new_customers(self):
-        first, end = self.periods[0], self.periods[-1]
-        rows = (
-            Company.objects.annotate(
-                first_won=Subquery(
-                    Deal.objects.filter(company=OuterRef("pk"), status=Status.WON)
-                    .order_by("won_at")
-                    .values("won_at")[:1]
-                )
-            )
-            .filter(first_won__gte=first.start_at, first_won__lt=end.end_at)
-            .annotate(_bucket=Trunc("first_won", self.grain, output_field=DateField(), tzinfo=tz()))
-            .order_by()
-            .values("_bucket")
-            .annotate(n=Count("pk"))
-        )
-        return {row["_bucket"]: row["n"] for row in rows}
-
-    @staticmethod
-    def active_customers(moment):
-        """Companies that won a deal in the 12 months before ``moment`` and were not
-        marked churned before it."""
-        day = moment.astimezone(tz()).date()
-        return set(
-            Company.objects.filter(
-                Exists(
-                    Deal.objects.filter(
-                        company=OuterRef("pk"),
-                        status=Status.WON,
-                        won_at__gte=year_before(moment),
-                        won_at__lt=moment,
-                    )
-                )
-            )
-            .exclude(churned_at__lt=day)
-            .values_list("pk", flat=True)
-        )
+        """{period start: companies whose first win falls in the period}."""
+        first, end = self.periods[0].start, self.periods[-1].end
+        out = defaultdict(int)
+        for day in self.customers.first_win:
+            if first <= day < end:
+                out[Period.containing(self.grain, day).start] += 1
+        return out
 
     # --- the KPIs -------------------------------------------------------------------
 
     def compute(self):
+        self.timeline = OwnerTimeline()
+        self.customers = CustomerTimeline()
+        ends = [p.end for p in self.periods]
+        self.churned = dict(
+            zip(
+                ends,
+                self.customers.lost_between([(p.start, p.end) for p in self.periods]),
+                strict=True,
+            )
+        )
+        self.churned_in_year = dict(
+            zip(
+                ends,
+                self.customers.lost_between([(year_before_day(e), e) for e in ends]),
+                strict=True,
+            )
+        )
         probabilities = stage_probabilities(self.now)
         targets = self.targets()
         pipeline = self.open_pipeline(probabilities)
@@ -404,24 +391,18 @@ class CompanyKpis:
     def velocity_inputs(self, period):
         """Per scope: N open opportunities at the period's start; W, S, C over the 12
         months ending there."""
-        start = period.start_at
-        open_at_start = (
-            Deal.objects.filter(entered_needs_at__lt=start)
-            .exclude(won_at__lt=start)
-            .exclude(lost_at__lt=start)
-            .order_by()
-            .values("owner_id")
-            .annotate(n=Count("pk"))
-        )
-        n = _roll_up({r["owner_id"]: {"n": r["n"]} for r in open_at_start}, self.owners, ("n",))
-        outcomes = _roll_up(
-            _outcomes_by_owner(year_before(start), start),
-            self.owners,
-            ("won", "value", "cycle", "lost"),
-        )
+        start = period.start
+        n, outcomes = {}, {}
+        for owner in self.timeline.owners():
+            n[owner] = {"n": self.timeline.open_opportunities(owner, start)}
+            outcomes[owner] = self.timeline.trailing_outcomes(owner, start)
+        n = _roll_up(n, self.owners, ("n",))
+        outcomes = _roll_up(outcomes, self.owners, ("won", "value", "cycle", "lost"))
         out = {}
         for scope in set(n) | set(outcomes):
             o = outcomes.get(scope, {"won": 0, "value": 0, "cycle": 0, "lost": 0})
+            if not o["won"] and not o["lost"] and not n.get(scope, {"n": 0})["n"]:
+                continue
             win = ratio(o["won"], o["won"] + o["lost"])
             size = ratio(o["value"], o["won"])
             cycle = ratio(o["cycle"], o["won"])
@@ -437,27 +418,17 @@ class CompanyKpis:
         self.add(
             "sales_cost_ratio_pct", period, "company", ratio(cost, revenue, 100), cost, revenue
         )
-        start_set = self.active_customers(period.start_at)
-        end_set = self.active_customers(period.end_at)
-        churned = len(start_set - end_set)
+        active_at_start = self.customers.active_count(period.start)
+        churned = self.churned[period.end]
         self.add(
             "churn_pct",
             period,
             "company",
-            ratio(churned, len(start_set), 100),
+            ratio(churned, active_at_start, 100),
             churned,
-            len(start_set),
+            active_at_start,
         )
-        won_counts = (
-            Deal.objects.filter(status=Status.WON, won_at__lt=period.end_at)
-            .order_by()
-            .values("company_id")
-            .annotate(n=Count("pk"))
-        )
-        customers_total = repeat = 0
-        for row in won_counts:
-            customers_total += 1
-            repeat += row["n"] >= 2
+        customers_total, repeat = self.customers.customers_before(period.end)
         self.add(
             "repeat_customer_pct",
             period,
@@ -466,24 +437,15 @@ class CompanyKpis:
             repeat,
             customers_total,
         )
-        self.clv(period, end_set)
+        self.clv(period)
 
-    def clv(self, period, active_at_end):
-        end = period.end_at
-        year_ago = year_before(end)
-        active_then = self.active_customers(year_ago)
-        annual_churn = ratio(len(active_then - active_at_end), len(active_then))
-        value = (
-            Deal.objects.filter(
-                status=Status.WON,
-                won_at__gte=year_ago,
-                won_at__lt=end,
-                company_id__in=active_at_end,
-            ).aggregate(v=Sum("current_value_base"))["v"]
-            if active_at_end
-            else None
-        ) or Decimal(0)
-        per_customer = ratio(value, len(active_at_end))
+    def clv(self, period):
+        end = period.end
+        active_then = self.customers.active_count(year_before_day(end))
+        active_now = self.customers.active_count(end)
+        annual_churn = ratio(self.churned_in_year[end], active_then)
+        value = self.customers.active_value(end) if active_now else Decimal(0)
+        per_customer = ratio(value, active_now)
         extra = {
             "value_per_customer_year": float(per_customer) if per_customer is not None else None,
             "annual_churn": float(annual_churn) if annual_churn is not None else None,

@@ -157,13 +157,20 @@ def compute(grain, periods, now=None):
     keys |= {(start, sl, "") for (start, sl) in spend if start in wanted}
     keys |= {(start, "company", "") for start in wanted}
     computed_at = timezone.now()
+    by_family = _kpis_by_family()
     out = []
     for key in sorted(keys):
         start, slice_, breakdown = key
         slice_type = slice_.split(":", 1)[0]
         breakdown_type = breakdown.split(":", 1)[0] if breakdown else None
+        # Only the KPIs of the families with rows here: any other KPI would read as
+        # its empty value, which is not stored (``_is_empty``).
+        present = set(measures.sums.get(key, ())) | set(measures.values.get(key, ()))
+        if not breakdown and (start, slice_) in spend:
+            present.add(SPEND)
+        wanted_kpis = {kpi.code: kpi for name in present for kpi in by_family.get(name, ())}
         for kpi in KPIS:
-            if kpi.family is None or slice_type not in kpi.slices:
+            if kpi.code not in wanted_kpis or slice_type not in kpi.slices:
                 continue
             if breakdown_type and breakdown_type not in kpi.breakdowns:
                 continue
@@ -188,14 +195,38 @@ def compute(grain, periods, now=None):
     return [row for row in out if not _is_empty(row)]
 
 
+SPEND = object()  # marks a (period, slice) with marketing spend
+
+
+def _kpis_by_family():
+    """Family name -> the family-computed KPIs that read it."""
+    out = defaultdict(list)
+    for kpi in KPIS:
+        if kpi.family is None:
+            continue
+        out[kpi.family].append(kpi)
+        if kpi.computed_by == "outcomes":
+            out["won"].append(kpi)
+            out["lost"].append(kpi)
+        if kpi.computed_by == "spend":
+            out[SPEND].append(kpi)
+    return out
+
+
 def _is_empty(row):
-    if row.extra:
+    kpi = KPIS[row.kpi]
+    if row.extra != empty_extra(kpi):
         return False
-    expected = empty(KPIS[row.kpi])
+    expected = empty(kpi)
     return all(
         (a is None and b is None) or (a is not None and b is not None and a == b)
         for a, b in zip((row.value, row.numerator, row.denominator), expected, strict=True)
     )
+
+
+def empty_extra(kpi):
+    """The extra counts of a family KPI with nothing to count (all zero)."""
+    return dict.fromkeys(kpi.extra, 0) if kpi.family and kpi.computed_by != "company" else {}
 
 
 def empty(kpi):

@@ -7,8 +7,10 @@ periodic sweep recomputes whatever is still marked, so a lost message only delay
 number (pitfalls.md, "Keeping KPIs fresh").
 """
 
+import contextlib
 import datetime
 import logging
+import threading
 import time
 from collections.abc import Iterable
 
@@ -67,7 +69,52 @@ def deal_days(deal, *also):
 
 
 def mark_deal(deal, *also):
+    batch = getattr(_batch, "marks", None)
+    if batch is not None:
+        batch["deals"].add(deal.pk)
+        batch["days"].update(d for d in map(_day, also) if d is not None)
+        return
     mark_days(deal_days(deal, *also))
+
+
+_batch = threading.local()
+
+
+@contextlib.contextmanager
+def batched():
+    """Collect the marks of many writes (an import) and write them once, when the block
+    ends without an error, inside the caller's transaction: one pass over the deals'
+    days instead of two queries and an upsert per write. Marks of a savepoint rolled
+    back inside the block stay (a day recomputed for nothing costs little, a day
+    missed would be wrong)."""
+    if getattr(_batch, "marks", None) is not None:
+        yield  # already collecting: the outer block writes
+        return
+    _batch.marks = {"deals": set(), "days": set()}
+    try:
+        yield
+        marks = _batch.marks
+    finally:
+        _batch.marks = None
+    mark_days(marks["days"] | set(_days_of_deals(marks["deals"])))
+
+
+def _days_of_deals(deal_ids, chunk=2000):
+    """``deal_days`` of many deals, a few queries per ``chunk`` deals."""
+    from funnel.models import Activity, Deal, Offer
+
+    yield today()
+    ids = sorted(i for i in deal_ids if i is not None)
+    fields = [*STAMP_FIELDS, "won_at", "lost_at", "expected_close_date"]
+    for i in range(0, len(ids), chunk):
+        part = ids[i : i + chunk]
+        moments = set()
+        for row in Deal.objects.filter(pk__in=part).values_list(*fields):
+            moments.update(row)
+        for row in Offer.objects.filter(deal_id__in=part).values_list("sent_at", "responded_at"):
+            moments.update(row)
+        moments.update(Activity.objects.filter(deal_id__in=part).values_list("held_at", flat=True))
+        yield from {_day(m) for m in moments if m is not None}
 
 
 def _enqueue_on_commit():

@@ -16,7 +16,7 @@ from accounts.models import Team, User
 from funnel.models import Channel, Deal
 from funnel.stages import Status
 from kpis.company import year_before
-from kpis.compute import empty
+from kpis.compute import empty, empty_extra
 from kpis.definitions import COMPOSITES, KPIS
 from kpis.models import DirtyDay, KpiSnapshot
 
@@ -123,7 +123,7 @@ def kpi_values(grain, period, slice_key="company", breakdown="", now=None):
         if snap is not None:
             value, num, den, extra = snap.value, snap.numerator, snap.denominator, snap.extra
         else:
-            (value, num, den), extra = empty(kpi), {}
+            (value, num, den), extra = empty(kpi), empty_extra(kpi)
         out[kpi.code] = {
             "value": value,
             "numerator": num,
