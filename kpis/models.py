@@ -220,3 +220,23 @@ class StageSetting(models.Model):
 
     def __str__(self):
         return str(Stage(self.stage).label)
+
+
+class RecomputeJob(models.Model):
+    """A full recompute fanned out as one Celery task per part (a grain and a run of
+    its periods), so that several workers share it. The dirty marks present when it
+    started are cleared when its last part is done (unless marked again meanwhile)."""
+
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    parts = models.PositiveIntegerField(_("parts"))
+    done = models.JSONField(_("parts done"), default=list)
+    claimed = models.JSONField(_("dirty marks covered"), default=list)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = _("full recompute")
+        verbose_name_plural = _("full recomputes")
+
+    def __str__(self):
+        return f"{self.created_at:%Y-%m-%d %H:%M} ({len(self.done)}/{self.parts})"

@@ -3,15 +3,18 @@
 The Celery tasks (kpis/tasks.py) and the ``recompute_kpis`` command call these.
 """
 
+import datetime
 import logging
 
+from django.db import transaction
 from django.db.models import Max, Min
+from django.utils import timezone
 
 from funnel.models import Activity, Deal, MarketingSpend, Offer, SalesCost
 from kpis import dirty
 from kpis.compute import store
-from kpis.models import Target
-from kpis.periods import GRAINS, Period, local_date, periods_between, today
+from kpis.models import RecomputeJob, Target
+from kpis.periods import GRAINS, Grain, Period, local_date, periods_between, today
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,56 @@ def recompute_all(grains=GRAINS):
     for grain in grains:
         total += store(grain, periods_of_span(grain))
     dirty.release(claimed)
+    return total
+
+
+#: Periods of each grain one part of a fanned-out full recompute takes: parts of
+#: comparable cost (a part's queries scan only its range).
+PART_PERIODS = {Grain.DAY: 92, Grain.WEEK: 26, Grain.MONTH: 12, Grain.QUARTER: 8, Grain.YEAR: 2}
+
+
+def plan_parts(grains=GRAINS):
+    """A full recompute cut into parts: [(grain, first period start, last period start)]."""
+    parts = []
+    for grain in grains:
+        periods = periods_of_span(grain)
+        size = PART_PERIODS[Grain(grain)]
+        for i in range(0, len(periods), size):
+            chunk = periods[i : i + size]
+            parts.append((Grain(grain).value, chunk[0].start, chunk[-1].start))
+    return parts
+
+
+def start_full_recompute(grains=GRAINS):
+    """Claim every dirty mark and plan the parts; the caller runs or enqueues each part
+    (``recompute_part``). Returns (job, parts)."""
+    claimed = dirty.claim(limit=None)
+    parts = plan_parts(grains)
+    job = RecomputeJob.objects.create(
+        parts=len(parts), claimed=[[day.isoformat(), generation] for day, generation in claimed]
+    )
+    return job, parts
+
+
+def recompute_part(job_id, index, grain, first, last):
+    """Recompute one part of a full recompute; the last part to finish clears the
+    marks the job covered. Running a part twice is harmless."""
+    total = store(grain, periods_between(grain, first, last))
+    with transaction.atomic():
+        job = RecomputeJob.objects.select_for_update().filter(pk=job_id).first()
+        if job is None or job.finished_at is not None:
+            return total
+        if index not in job.done:
+            job.done.append(index)
+        finished = len(job.done) >= job.parts
+        if finished:
+            job.finished_at = timezone.now()
+        job.save(update_fields=["done", "finished_at"])
+    if finished:
+        dirty.release(
+            [(datetime.date.fromisoformat(day), generation) for day, generation in job.claimed]
+        )
+        log.info("full recompute %s finished (%d parts)", job_id, job.parts)
     return total
 
 

@@ -24,7 +24,25 @@ def recompute_period(grain, period_start):
 
 @shared_task(name="kpis.recompute_all", acks_late=True, **RETRY)
 def recompute_all():
-    return recompute.recompute_all()
+    """Fan a full recompute out: one task per part (a grain and a run of its periods),
+    shared by every worker. Returns the job id."""
+    job, parts = recompute.start_full_recompute()
+    for index, (grain, first, last) in enumerate(parts):
+        recompute_part.delay(job.pk, index, grain, first.isoformat(), last.isoformat())
+    return job.pk
+
+
+@shared_task(name="kpis.recompute_part", acks_late=True, **RETRY)
+def recompute_part(job_id, index, grain, first, last):
+    import datetime
+
+    return recompute.recompute_part(
+        job_id,
+        index,
+        grain,
+        datetime.date.fromisoformat(first),
+        datetime.date.fromisoformat(last),
+    )
 
 
 @shared_task(name="kpis.recompute_dirty", acks_late=True, **RETRY)

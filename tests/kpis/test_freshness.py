@@ -236,3 +236,63 @@ def test_the_hourly_job_marks_today_for_the_now_kpis(db):
 
     mark_today.run()
     assert marked_days() == {today()}
+
+
+def _all_rows():
+    return sorted(
+        KpiSnapshot.objects.values_list(
+            "kpi", "grain", "period_start", "slice", "breakdown", "value", "numerator"
+        )
+    )
+
+
+def test_a_full_recompute_in_parts_writes_what_the_serial_one_writes(rep, teammate):
+    deal_in_stage(rep, Stage.NEGOTIATION, start_days_ago=400)
+    deal_in_stage(teammate, Stage.OFFER, start_days_ago=30)
+    recompute.recompute_all()
+    serial = _all_rows()
+    make_deal(rep, at=days_ago(5))  # a mark the job must cover
+    KpiSnapshot.objects.all().delete()
+
+    job, parts = recompute.start_full_recompute()
+    assert job.parts == len(parts) > 5
+    assert {grain for grain, _, _ in parts} == {"day", "week", "month", "quarter", "year"}
+    for index, part in reversed(list(enumerate(parts))):  # any order
+        assert DirtyDay.objects.exists()  # cleared only by the last part
+        recompute.recompute_part(job.pk, index, *part)
+    recompute.recompute_part(job.pk, 0, *parts[0])  # a redelivered part is harmless
+
+    job.refresh_from_db()
+    assert job.finished_at is not None
+    assert sorted(job.done) == list(range(len(parts)))
+    assert DirtyDay.objects.count() == 0
+    fanned = _all_rows()
+    KpiSnapshot.objects.all().delete()
+    recompute.recompute_all()
+    assert fanned == _all_rows()
+    assert len(serial) < len(fanned)  # the new lead added rows
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_nightly_full_recompute_fans_out_through_a_worker_on_redis(
+    on_postgres, celery_on_redis, rep
+):
+    from kpis.models import RecomputeJob
+    from kpis.tasks import recompute_all
+
+    deal_in_stage(rep, Stage.OFFER, start_days_ago=100)
+    DirtyDay.objects.all().delete()  # the worker would sweep them
+    recompute_all.delay()
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not RecomputeJob.objects.filter(
+        finished_at__isnull=False
+    ).exists():
+        time.sleep(0.2)
+    job = RecomputeJob.objects.get()
+    assert job.finished_at is not None
+    assert sorted(job.done) == list(range(job.parts))
+    fanned = _all_rows()
+    recompute.recompute_all()
+    assert fanned == _all_rows()
