@@ -168,7 +168,7 @@ class DealViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         parameters=[IF_MATCH],
     )
     @action(detail=True, methods=["post"])
-    def move(self, request, pk=None):
+    def move(self, request, pk=None, format=None):
         data = self._input(serializers.MoveSerializer, request)
         return self._change(
             request,
@@ -188,7 +188,7 @@ class DealViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         parameters=[IF_MATCH],
     )
     @action(detail=True, methods=["post"])
-    def lose(self, request, pk=None):
+    def lose(self, request, pk=None, format=None):
         data = self._input(serializers.LoseSerializer, request)
         return self._change(
             request,
@@ -209,7 +209,7 @@ class DealViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         parameters=[IF_MATCH],
     )
     @action(detail=True, methods=["post"])
-    def disqualify(self, request, pk=None):
+    def disqualify(self, request, pk=None, format=None):
         data = self._input(serializers.DisqualifySerializer, request)
         return self._change(
             request,
@@ -229,7 +229,7 @@ class DealViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         parameters=[IF_MATCH],
     )
     @action(detail=True, methods=["post"])
-    def reopen(self, request, pk=None):
+    def reopen(self, request, pk=None, format=None):
         data = self._input(serializers.VersionSerializer, request)
         if not request.user.can_reopen:
             # After the lookup: another team's deal is a 404 before it is a 403.
@@ -249,7 +249,7 @@ class DealViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         parameters=[IF_MATCH],
     )
     @action(detail=True, methods=["post"])
-    def win(self, request, pk=None):
+    def win(self, request, pk=None, format=None):
         data = self._input(serializers.VersionSerializer, request)
         return self._change(
             request,
@@ -265,7 +265,7 @@ class DealViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         parameters=[IF_MATCH],
     )
     @action(detail=True, methods=["post"], url_path="agree-terms")
-    def agree_terms(self, request, pk=None):
+    def agree_terms(self, request, pk=None, format=None):
         data = self._input(serializers.AgreeTermsSerializer, request)
         return self._change(
             request,
@@ -286,7 +286,7 @@ class DealViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         parameters=[IF_MATCH],
     )
     @action(detail=True, methods=["post"], url_path="closing-document")
-    def closing_document(self, request, pk=None):
+    def closing_document(self, request, pk=None, format=None):
         data = self._input(serializers.ClosingDocumentWriteSerializer, request)
         return self._change(
             request,
@@ -307,7 +307,7 @@ class DealViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         filters=False,
     )
     @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
-    def history(self, request, pk=None):
+    def history(self, request, pk=None, format=None):
         deal = self.get_object()
         rows = deal.history.select_related("lost_reason").order_by("at", "id")
         return Response(serializers.StageHistorySerializer(rows, many=True).data)
@@ -361,21 +361,21 @@ class OfferViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _DealChildV
 
     @extend_schema(summary="Send a draft offer", request=serializers.OfferActionSerializer)
     @action(detail=True, methods=["post"])
-    def send(self, request, pk=None):
+    def send(self, request, pk=None, format=None):
         return self._respond(request, domain.send_offer)
 
     @extend_schema(
         summary="The client accepts a sent offer", request=serializers.OfferActionSerializer
     )
     @action(detail=True, methods=["post"])
-    def accept(self, request, pk=None):
+    def accept(self, request, pk=None, format=None):
         return self._respond(request, domain.accept_offer)
 
     @extend_schema(
         summary="The client rejects a sent offer", request=serializers.OfferActionSerializer
     )
     @action(detail=True, methods=["post"])
-    def reject(self, request, pk=None):
+    def reject(self, request, pk=None, format=None):
         return self._respond(request, domain.reject_offer)
 
 

@@ -415,3 +415,40 @@ def test_malformed_json_is_400_not_500(api, rep):
     )
     assert response.status_code == 400
     assert response.json()["code"] == "parse_error"
+
+
+# Format suffixes (DRF routes every action also as .json / .api) ------------------------
+
+
+def test_a_move_with_a_format_suffix_moves_the_deal(api, rep):
+    deal = make_deal(rep)
+    response = api.as_user(rep).post(
+        url("deal-move", pk=deal.pk, format="json"), {"stage": "qualification", "version": 1}
+    )
+    assert response.status_code == 200, response.content
+    assert (response.json()["stage"], response.json()["version"]) == ("qualification", 2)
+    assert response["Content-Type"] == "application/json"
+    deal.refresh_from_db()
+    assert (deal.stage, deal.version) == (Stage.QUALIFICATION, 2)
+
+
+def test_the_history_with_a_format_suffix_lists_stage_entries(api, rep):
+    deal = deal_in_stage(rep, Stage.QUALIFICATION)
+    response = api.as_user(rep).get(url("deal-history", pk=deal.pk, format="json"))
+    assert response.status_code == 200, response.content
+    assert [(h["event"], h["to_stage"]) for h in response.json()] == [
+        ("created", "lead"),
+        ("moved", "qualification"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "action", ["lose", "disqualify", "reopen", "win", "agree-terms", "closing-document"]
+)
+def test_every_deal_action_with_a_format_suffix_reads_its_input(api, rep, action):
+    deal = make_deal(rep)
+    response = api.as_user(rep).post(url(f"deal-{action}", pk=deal.pk, format="json"), {})
+    assert response.status_code == 400, response.content
+    assert response.json()["version"] == ["This field is required."]
+    deal.refresh_from_db()
+    assert (deal.stage, deal.status, deal.version) == (Stage.LEAD, Status.OPEN, 1)

@@ -55,6 +55,22 @@ def test_offer_is_started_sent_and_accepted(api, rep):
     assert deal.agreed_value == Decimal("1200.00")
 
 
+def test_offer_actions_answer_with_a_format_suffix(api, rep):
+    deal = deal_in_stage(rep, Stage.OFFER)
+    client = api.as_user(rep)
+    first = client.post(url("offer-list"), {"deal": deal.pk, "value": "1200.00"}).json()["id"]
+    sent = client.post(url("offer-send", pk=first, format="json"), {})
+    assert (sent.status_code, sent.json()["status"]) == (200, "sent")
+    rejected = client.post(url("offer-reject", pk=first, format="json"), {})
+    assert (rejected.status_code, rejected.json()["status"]) == (200, "rejected")
+    second = client.post(url("offer-list"), {"deal": deal.pk, "value": "1100.00"}).json()["id"]
+    client.post(url("offer-send", pk=second, format="json"), {})
+    accepted = client.post(url("offer-accept", pk=second, format="json"), {})
+    assert (accepted.status_code, accepted.json()["status"]) == (200, "accepted")
+    deal.refresh_from_db()
+    assert deal.agreed_value == Decimal("1100.00")
+
+
 def test_offer_for_another_reps_deal_is_refused_as_unknown(api, rep, outsider):
     deal = deal_in_stage(outsider, Stage.OFFER)
     response = api.as_user(rep).post(url("offer-list"), {"deal": deal.pk, "value": "1"})
