@@ -11,7 +11,7 @@ from django.contrib import admin
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from kpis.models import DirtyDay, Forecast, KpiSnapshot, StageSetting, Target
+from kpis.models import DirtyDay, Forecast, KpiSnapshot, RecomputeJob, StageSetting, Target
 from kpis.periods import start_of
 
 
@@ -106,3 +106,21 @@ class KpiSnapshotAdmin(ViewOnlyMixin, admin.ModelAdmin):
 class DirtyDayAdmin(ViewOnlyMixin, admin.ModelAdmin):
     list_display = ("day", "generation", "dirtied_at")
     date_hierarchy = "day"
+
+
+@admin.register(RecomputeJob)
+class RecomputeJobAdmin(admin.ModelAdmin):
+    """Full recomputes fanned out to the workers: read-only progress."""
+
+    list_display = ["created_at", "parts", "parts_done", "finished_at"]
+    readonly_fields = ["created_at", "parts", "done", "claimed", "finished_at"]
+
+    @admin.display(description=_("parts done"))
+    def parts_done(self, obj):
+        return len(obj.done)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

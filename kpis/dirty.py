@@ -10,6 +10,7 @@ number (pitfalls.md, "Keeping KPIs fresh").
 import contextlib
 import datetime
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable
@@ -129,9 +130,62 @@ def _enqueue_on_commit():
 
 
 def _enqueue():
-    from kpis.tasks import recompute_dirty
+    if getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False):
+        from kpis.tasks import recompute_dirty
 
-    recompute_dirty.apply_async(retry=False)
+        recompute_dirty.apply_async()  # eager: runs here and now, as asked
+        return
+    _sender.wake()
+
+
+class _Sender:
+    """Sends "recompute what is dirty" from a background thread, so a commit never
+    waits on the broker: with the broker down, saving a deal costs no connection
+    timeout and raises nothing (the marks are in the database; the periodic sweep
+    recomputes them once the broker is back). Wake-ups that arrive while a message is
+    being sent fold into one more message."""
+
+    def __init__(self):
+        self._wanted = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = None
+        self._pid = None
+        self._busy = False
+
+    def wake(self):
+        self._wanted.set()
+        with self._lock:
+            # A forked process (gunicorn, Celery prefork) starts its own thread.
+            if self._thread is None or not self._thread.is_alive() or self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(
+                    target=self._run, name="kpis-dirty-sender", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self):
+        from kpis.tasks import recompute_dirty
+
+        while True:
+            if not self._wanted.wait(timeout=60):
+                return  # idle: the next wake starts a new thread
+            self._busy = True
+            self._wanted.clear()
+            try:
+                recompute_dirty.apply_async(retry=False)
+            except Exception as exc:  # the broker is down: the sweep covers it
+                log.warning("could not enqueue the dirty recompute: %s", exc)
+            finally:
+                self._busy = False
+
+    def flush(self, timeout=5):
+        """Wait until nothing is waiting to be sent or being sent (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        while (self._wanted.is_set() or self._busy) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
+_sender = _Sender()
 
 
 def claim(limit):

@@ -296,3 +296,36 @@ def test_the_nightly_full_recompute_fans_out_through_a_worker_on_redis(
     fanned = _all_rows()
     recompute.recompute_all()
     assert fanned == _all_rows()
+
+
+@pytest.fixture
+def broker_down():
+    """The project's Celery app pointed at a loopback port where nothing listens."""
+    from scripts.servers import free_port
+
+    previous = app.conf.broker_url, app.conf.broker_transport_options
+    app.conf.broker_url = f"redis://127.0.0.1:{free_port()}/0"
+    app.conf.broker_transport_options = {"socket_connect_timeout": 2}
+    _reset_connections()
+    yield
+    app.conf.broker_url, app.conf.broker_transport_options = previous
+    _reset_connections()
+
+
+def test_commits_never_wait_on_or_fail_with_a_broker_that_is_down(
+    rep, broker_down, caplog, django_capture_on_commit_callbacks
+):
+    deals = []
+    for n in range(5):
+        with django_capture_on_commit_callbacks(execute=True):
+            deals.append(make_deal(rep, at=days_ago(10 + n)))
+    for deal in deals:
+        with django_capture_on_commit_callbacks(execute=True):
+            domain.move_forward(deal, Stage.QUALIFICATION, by=rep, at=days_ago(3))
+    dirty._sender.flush(timeout=30)
+    assert marked_days() >= {local_date(days_ago(d)) for d in (3, 10, 11, 12, 13, 14)}
+    assert "could not enqueue the dirty recompute" in caplog.text
+    # Nothing was lost: the sweep recomputes the marks.
+    recompute.recompute_all_dirty()
+    assert stored("leads", grain="month", day=local_date(days_ago(3))) is not None
+    assert DirtyDay.objects.count() == 0
