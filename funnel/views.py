@@ -384,19 +384,42 @@ def _expect_version(deal, form):
         raise StaleDealError(deal)
 
 
+def _is_stale(form, deal):
+    """Whether the form was posted from a page showing an older version of ``deal``.
+
+    Checked before the form is validated: its choices follow the deal's current state
+    (the stages ahead, say), so a page that missed a move would otherwise meet "Select
+    a valid choice" instead of being told the deal changed. A missing or malformed
+    version is left to the form's validation."""
+    try:
+        return int(form.data.get("version", "")) != deal.version
+    except (TypeError, ValueError):
+        return False
+
+
 def _submitted(form):
-    """What the user typed, for the conflict message: label and value of each field."""
+    """What the user typed, for the conflict message: label and value of each field.
+
+    A value the form no longer accepts (a stage the deal has moved past) is shown as
+    posted, with its stage label when it names one."""
+    form.is_valid()
+    stage_labels = dict(Stage.choices)
     out = []
     for name, field in form.fields.items():
         if name in ("version", "confirm"):
             continue
-        value = form.cleaned_data.get(name)
+        value = form.cleaned_data[name] if name in form.cleaned_data else form[name].value()
         if value in (None, ""):
             continue
         if hasattr(field, "choices"):
-            value = dict(field.choices).get(str(value), value)
+            value = dict(field.choices).get(str(value)) or stage_labels.get(str(value), value)
         out.append((field.label, value))
     return out
+
+
+def _conflict(request, pk, form):
+    """The deal page with its current data and what the stale form submitted (409)."""
+    return _render_deal(request, _deal(request, pk), conflict=_submitted(form), status=409)
 
 
 def _change(request, pk, key, form_class, perform, success, form_kwargs=None):
@@ -407,12 +430,15 @@ def _change(request, pk, key, form_class, perform, success, form_kwargs=None):
     if request.method != "POST":
         return redirect("funnel:detail", pk=deal.pk)
     form = form_class(request.POST, deal=deal, user=request.user, **(form_kwargs or {}))
+    if _is_stale(form, deal):
+        return _conflict(request, pk, form)
     if form.is_valid():
         try:
             with transaction.atomic():
                 perform(deal, form)
         except StaleDealError:
-            return _render_deal(request, _deal(request, pk), conflict=_submitted(form), status=409)
+            # The deal moved on between the check above and the domain's locked read.
+            return _conflict(request, pk, form)
         except DomainError as exc:
             deal = _deal(request, pk)
             form.deal = deal
@@ -637,6 +663,8 @@ def mark_lost(request, pk):
         return redirect("funnel:detail", pk=deal.pk)
     form = LostForm(request.POST or None, deal=deal, user=request.user)
     template = "funnel/mark_lost.html"
+    if request.method == "POST" and _is_stale(form, deal):
+        return _conflict(request, pk, form)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         if not data["confirm"]:
@@ -650,7 +678,7 @@ def mark_lost(request, pk):
                 expected_version=data["version"],
             )
         except StaleDealError:
-            return _render_deal(request, _deal(request, pk), conflict=_submitted(form), status=409)
+            return _conflict(request, pk, form)
         except DomainError as exc:
             _add_errors(form, exc)
         else:

@@ -529,6 +529,37 @@ def test_a_stale_form_shows_the_conflict_and_the_current_data_and_overwrites_not
     assert deal.heard_from == "Manager's answer"
 
 
+def test_a_move_form_arriving_after_another_move_gets_the_conflict_page(client, rep, manager):
+    deal = deal_in_stage(rep, Stage.LEAD)
+    form = {"to_stage": "qualification", "version": deal.version}
+    client.force_login(rep)
+    assert client.post(f"/deals/{deal.pk}/move/", form).status_code == 302
+    client.force_login(manager)
+    late = client.post(f"/deals/{deal.pk}/move/", form)
+    assert late.status_code == 409
+    html = late.content.decode()
+    assert "Someone else changed this deal in the meantime." in html
+    assert "<li>Move to: Qualification</li>" in html
+    assert "Select a valid choice" not in html
+    deal.refresh_from_db()
+    assert (deal.stage, deal.version) == (Stage.QUALIFICATION, 2)
+    assert events(deal) == [("created", "lead"), ("moved", "qualification")]
+
+
+def test_a_lost_form_from_a_stale_page_gets_the_conflict_before_the_confirmation(
+    client, rep, manager
+):
+    deal = deal_in_stage(rep, Stage.NEEDS)
+    seen = deal.version
+    domain.move_forward(deal, Stage.OFFER, by=manager)
+    client.force_login(rep)
+    response = post(client, deal, "lost/", {"lost_reason": lost_reason("price").pk}, version=seen)
+    assert response.status_code == 409
+    assert "Someone else changed this deal in the meantime." in response.content.decode()
+    deal.refresh_from_db()
+    assert (deal.stage, deal.status) == (Stage.OFFER, Status.OPEN)
+
+
 @pytest.mark.parametrize(
     ("stage", "path", "data"),
     [
