@@ -1,10 +1,10 @@
-"""The request log: one line per request with its id, the user, the method, the path,
-the status and the duration.
+"""The request log, and the answer when the database is unavailable.
 
-The id comes from the ``X-Request-ID`` header a proxy or client sent (when it looks
-like an id) or is generated; it is echoed in the response's ``X-Request-ID`` and
-attached to every log line written while the request is served, so one grep finds
-everything a request did.
+The request log: one line per request with its id, the user, the method, the path,
+the status and the duration. The id comes from the ``X-Request-ID`` header a proxy or
+client sent (when it looks like an id) or is generated; it is echoed in the response's
+``X-Request-ID`` and attached to every log line written while the request is served, so
+one grep finds everything a request did.
 """
 
 import contextvars
@@ -13,9 +13,14 @@ import re
 import time
 import uuid
 
+from django.db import InterfaceError, OperationalError
+from django.http import HttpResponse, JsonResponse
 from django.utils.encoding import escape_uri_path
+from django.utils.functional import empty
+from django.utils.translation import gettext as _
 
 logger = logging.getLogger("lejek.request")
+database_logger = logging.getLogger("lejek.database")
 
 #: The current request's id; "-" outside a request (Celery, management commands).
 request_id_var = contextvars.ContextVar("request_id", default="-")
@@ -82,3 +87,44 @@ class RequestLogMiddleware:
                 },
             )
             request_id_var.reset(token)
+
+
+#: Seconds a client is asked to wait before retrying while the database is unavailable.
+DATABASE_RETRY_AFTER = 10
+
+
+class DatabaseUnavailableMiddleware:
+    """A view that cannot reach the database answers 503 with a short message, not a
+    500: the failure is the database's, and retrying shortly is the right response.
+
+    Nothing needs restarting afterwards: Django drops a connection that failed at the
+    end of the request (CONN_HEALTH_CHECKS), so the next request connects afresh. The
+    answer is plain text, or JSON under the API; it renders no template and reads
+    nothing, and the error, with its traceback, goes to the log only."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if not isinstance(exception, (OperationalError, InterfaceError)):
+            return None
+        database_logger.error("database unavailable: %s", exception, exc_info=exception)
+        user = getattr(request, "user", None)
+        if getattr(user, "_wrapped", None) is empty:
+            # Imported here: settings.LOGGING loads this module before the apps.
+            from django.contrib.auth.models import AnonymousUser
+
+            # The user was never looked up (that is the query that failed): the request
+            # log must not wait for the database a second time to name them.
+            request.user = AnonymousUser()
+        message = _("The database is unavailable; try again shortly.")
+        match = getattr(request, "resolver_match", None)
+        if match is not None and "api" in match.namespaces:
+            response = JsonResponse({"detail": message, "code": "database_unavailable"}, status=503)
+        else:
+            response = HttpResponse(message, content_type="text/plain; charset=utf-8", status=503)
+        response["Retry-After"] = str(DATABASE_RETRY_AFTER)
+        return response
