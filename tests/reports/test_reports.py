@@ -2,10 +2,12 @@
 
 import csv
 import io
+import re
 from decimal import Decimal
 
 import pytest
 
+from funnel.models import Deal
 from kpis.models import Target
 from kpis.recompute import recompute_period
 from tests.reports.conftest import MARCH
@@ -199,6 +201,22 @@ def test_every_number_links_to_the_deals_behind_it(client, manager, rep, dataset
         "Accepted deal",
     ]
     assert b"Deals whose first offer was sent" in denominator.content
+
+
+def test_each_deal_behind_a_number_links_to_its_page(client, manager, rep, dataset):
+    client.force_login(manager)
+    acceptance = kpi_rows(client.get(f"{OFFER_MARCH}&rep={rep.pk}"))["offer_acceptance_pct"]
+    response = client.get(acceptance.denominator_url)
+    rows = re.findall(
+        r'<tr data-deal="\d+">\s*<td><a href="([^"]+)">([^<]+)</a></td>',
+        response.content.decode(),
+    )
+    assert rows == [
+        (f"/deals/{Deal.objects.get(title=title).pk}/", title)
+        for title in ["Rejected deal", "Accepted deal"]
+    ]
+    # The page it links to opens for the same user.
+    assert client.get(rows[0][0]).status_code == 200
 
 
 def test_the_drill_down_is_paginated(client, admin, rep, dataset):
