@@ -1,5 +1,4 @@
-from django.contrib.auth import views as auth_views
-from django.urls import path, reverse_lazy
+from django.urls import path
 
 from funnel import views
 
@@ -24,17 +23,4 @@ urlpatterns = [
     path("<int:pk>/lost/", views.mark_lost, name="lost"),
     path("<int:pk>/disqualify/", views.disqualify, name="disqualify"),
     path("<int:pk>/reopen/", views.reopen, name="reopen"),
-    # Django's own views; under this app because the project's URLconf is not ours.
-    path(
-        "account/password/",
-        auth_views.PasswordChangeView.as_view(
-            success_url=reverse_lazy("funnel:password_change_done")
-        ),
-        name="password_change",
-    ),
-    path(
-        "account/password/done/",
-        auth_views.PasswordChangeDoneView.as_view(),
-        name="password_change_done",
-    ),
 ]
