@@ -11,7 +11,7 @@ import statistics
 from collections import defaultdict
 from decimal import Decimal
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import User
@@ -44,17 +44,25 @@ class Measures:
     def __init__(self):
         self.sums = defaultdict(lambda: defaultdict(dict))
         self.values = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+        self.medians = defaultdict(dict)  # key -> {(family, measure): median}, from SQL
 
     def get(self, key, family, measure):
         value = self.sums[key][family].get(measure)
         return Decimal(0) if value is None else value
 
     def median(self, key, family, measure):
-        values = self.values[key][family].get(measure)
+        if key in self.medians:
+            return self.medians[key].get((family, measure))
+        values = self.values.get(key, {}).get(family, {}).get(measure)
         return statistics.median(values) if values else None
 
+    def families_at(self, key):
+        """The families with rows at ``key``."""
+        out = set(self.sums.get(key, ())) | set(self.values.get(key, ()))
+        return out | {family for family, _ in self.medians.get(key, ())}
+
     def keys(self):
-        return set(self.sums) | set(self.values)
+        return set(self.sums) | set(self.values) | set(self.medians)
 
 
 def _families_needed():
@@ -84,7 +92,14 @@ def slice_keys(row, teams):
 
 def gather(grain, start_at, end_at):
     """Every family's measures over [start_at, end_at), by period, slice and breakdown:
-    one query per family (and breakdown type), rolled up here into the slices."""
+    one query per family (and breakdown type), rolled up into the slices by the
+    database (PostgreSQL) or here (SQLite)."""
+    if connection.vendor == "postgresql":
+        return _gather_rolled_up(grain, start_at, end_at)
+    return _gather_python(grain, start_at, end_at)
+
+
+def _gather_python(grain, start_at, end_at):
     teams = dict(User.objects.values_list("id", "team_id"))
     measures = Measures()
     for name, breakdown_types in _families_needed().items():
@@ -106,6 +121,21 @@ def gather(grain, start_at, end_at):
                     value = row[f"_m_{m}"]
                     if value is not None:
                         lists[m].append(number(value))
+    return measures
+
+
+def _gather_rolled_up(grain, start_at, end_at):
+    measures = Measures()
+    for name, breakdown_types in _families_needed().items():
+        family = FAMILIES[name]
+        for breakdown_type in (None, *sorted(breakdown_types)):
+            rows = family.rolled_up(grain, start_at, end_at, breakdown_type)
+            for bucket, slice_key, breakdown_value, sums, medians in rows:
+                key = (bucket, slice_key, breakdown_key(breakdown_type, breakdown_value))
+                measures.sums[key][name] = {m: number(v) for m, v in sums.items() if v is not None}
+                for m, v in medians.items():
+                    if v is not None:
+                        measures.medians[key][(name, m)] = number(v)
     return measures
 
 
@@ -165,7 +195,7 @@ def compute(grain, periods, now=None):
         breakdown_type = breakdown.split(":", 1)[0] if breakdown else None
         # Only the KPIs of the families with rows here: any other KPI would read as
         # its empty value, which is not stored (``_is_empty``).
-        present = set(measures.sums.get(key, ())) | set(measures.values.get(key, ()))
+        present = measures.families_at(key)
         if not breakdown and (start, slice_) in spend:
             present.add(SPEND)
         wanted_kpis = {kpi.code: kpi for name in present for kpi in by_family.get(name, ())}

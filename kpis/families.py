@@ -10,8 +10,10 @@ answers "which deals are behind this number" (``Family.rows``).
 docs/kpis.md states every definition; the comments here only say how it maps to SQL.
 """
 
+import datetime
 from dataclasses import dataclass, field
 
+from django.db import connection
 from django.db.models import (
     Case,
     Count,
@@ -196,6 +198,66 @@ class Family:
         qs, columns = self._grouped(grain, start_at, end_at, breakdown_type)
         return qs.order_by().values(*columns).annotate(**self.measures)
 
+    def rolled_up(self, grain, start_at, end_at, breakdown_type=None):
+        """PostgreSQL: one query rolling the measures up into every slice at once
+        (``GROUPING SETS``), medians included (``percentile_cont``). Yields
+        (bucket, slice key, breakdown value, {measure: value}, {median measure: value})."""
+        qs = self.in_range(start_at, end_at).annotate(
+            _bucket=self.bucket(grain),
+            **{f"_s_{t}": F(self.deal_prefix + path) for t, path in ROLLUP_FIELDS.items()},
+        )
+        columns = ["_bucket", *(f"_s_{t}" for t in ROLLUP_FIELDS)]
+        if breakdown_type:
+            qs = group_by(qs, "_breakdown", self.breakdown_field(breakdown_type))
+            columns.append("_breakdown")
+        inputs = {f"_m_{name}": row_expression(agg) for name, agg in self.measures.items()}
+        medians = {} if breakdown_type else {f"_d_{n}": e for n, e in self.medians.items()}
+        qs = qs.annotate(**inputs, **medians).order_by().values(*columns, *inputs, *medians)
+        inner, params = qs.query.sql_with_params()
+        slice_columns = [f'"_s_{t}"' for t in ROLLUP_FIELDS]
+        select = [
+            '"_bucket"',
+            *slice_columns,
+            *(f"GROUPING({c})" for c in slice_columns),
+            *(['"_breakdown"'] if breakdown_type else []),
+            *(f'SUM("{name}")' for name in inputs),
+            *(f'percentile_cont(0.5) WITHIN GROUP (ORDER BY "{name}")' for name in medians),
+        ]
+        group = ['"_bucket"', *(['"_breakdown"'] if breakdown_type else [])]
+        sets = ", ".join(["()", *(f"({c})" for c in slice_columns)])
+        sql = (
+            f"SELECT {', '.join(select)} FROM ({inner}) AS family "
+            f"GROUP BY {', '.join(group)}, GROUPING SETS ({sets})"
+        )
+        n_slices = len(slice_columns)
+        measure_names = list(self.measures)
+        median_names = list(medians and self.medians)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            for row in cursor:
+                values, grouping = row[1 : 1 + n_slices], row[1 + n_slices : 1 + 2 * n_slices]
+                rest = row[1 + 2 * n_slices :]
+                breakdown = None
+                if breakdown_type:
+                    breakdown, rest = rest[0], rest[1:]
+                kept = [i for i, g in enumerate(grouping) if g == 0]
+                if not kept:
+                    key = "company"
+                else:
+                    value = values[kept[0]]
+                    if value is None or value == "":
+                        continue
+                    key = f"{ROLLUP_SLICES[kept[0]]}:{value}"
+                sums = dict(zip(measure_names, rest[: len(measure_names)], strict=True))
+                meds = dict(zip(median_names, rest[len(measure_names) :], strict=True))
+                bucket = row[0]
+                if isinstance(bucket, datetime.datetime):
+                    # The truncated local timestamp (Django converts it in Python).
+                    if bucket.tzinfo is not None:
+                        bucket = bucket.astimezone(tz())
+                    bucket = bucket.date()
+                yield bucket, key, breakdown, sums, meds
+
     def median_values(self, grain, start_at, end_at):
         """Each row's value of each median measure, with its bucket and slice columns."""
         if not self.medians:
@@ -203,6 +265,32 @@ class Family:
         qs, columns = self._grouped(grain, start_at, end_at)
         qs = qs.annotate(**{f"_m_{name}": expr for name, expr in self.medians.items()})
         return qs.order_by().values(*columns, *(f"_m_{name}" for name in self.medians))
+
+
+#: The slices a PostgreSQL roll-up groups by (``Family.rolled_up``), team through the
+#: owner's current team like the Python roll-up.
+ROLLUP_FIELDS = {
+    "rep": "owner_id",
+    "team": "owner__team_id",
+    "channel": "channel_id",
+    "segment": "segment",
+    "industry": "industry",
+}
+ROLLUP_SLICES = list(ROLLUP_FIELDS)
+
+
+def row_expression(aggregate):
+    """The per-row input of a family measure, summed by the roll-up: Count(pk,
+    filter=q) counts the rows where q holds; Sum(e, filter=q) adds e where q holds."""
+    source = aggregate.source_expressions[0]
+    condition = aggregate.filter
+    if isinstance(aggregate, Count):
+        if condition is None:
+            return Value(1)
+        return Case(When(condition, then=Value(1)), default=Value(0))
+    if condition is None:
+        return source
+    return Case(When(condition, then=source), default=None)
 
 
 def group_by(qs, alias, field_path):
