@@ -444,7 +444,7 @@ def reopen(deal, *, by, at=None, expected_version=None):
             raise DomainError(_("Only a lost deal can be reopened."), code="not_lost")
         _not_before(deal, at)
         # The loss no longer counts in its period: that period is stale too.
-        mark_deal(deal, deal.lost_at)
+        mark_deal(deal, deal.lost_at, since=deal.lost_at)
         deal.status = Status.OPEN
         deal.lost_at = None
         deal.lost_reason = None

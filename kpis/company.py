@@ -249,10 +249,16 @@ class CompanyKpis:
             _outcomes_by_owner(year_before(self.now), self.now), self.owners, ("won", "lost")
         )
         forecasts = self.forecasts()
+        today = self.now.astimezone(tz()).date()
         for period in self.periods:
-            self.period_kpis(
-                period, targets, pipeline, new_customers, sales_cost, trailing, forecasts
-            )
+            self.pipeline_kpis(period, targets, pipeline, trailing)
+            # A period still to come has no history; its time series (open
+            # opportunities at its start, active reps, customers...) would only repeat
+            # today's state and go stale with every change: not stored.
+            if period.start <= today:
+                self.period_kpis(
+                    period, targets, pipeline, new_customers, sales_cost, trailing, forecasts
+                )
         self.now_kpis()
         return self.rows
 
@@ -302,8 +308,6 @@ class CompanyKpis:
                 slice_,
                 self.measures.median((period.start, slice_, ""), "won", "cycle_days"),
             )
-            open_value, weighted = pipeline.get((period.start, slice_), (Decimal(0), Decimal(0)))
-            self.add("weighted_pipeline", period, slice_, weighted, weighted)
             n, w, s, c = velocity.get(slice_, (0, None, None, None))
             if None in (w, s, c) or c == 0:
                 self.add("pipeline_velocity", period, slice_, None, None, c, {"open": n})
@@ -311,7 +315,6 @@ class CompanyKpis:
                 num = Decimal(n) * w * s
                 self.add("pipeline_velocity", period, slice_, num / c, num, c, {"open": n})
             target = targets.get((period.start, slice_))
-            self.coverage(period, slice_, open_value, target, revenue, trailing)
             self.add(
                 "target_attainment_pct",
                 period,
@@ -338,6 +341,37 @@ class CompanyKpis:
             self.quota(period, slice_, targets)
             self.forecast_accuracy(period, slice_, revenue, forecasts.get((period.start, slice_)))
         self.company_only(period, new_customers, sales_cost)
+
+    def pipeline_kpis(self, period, targets, pipeline, trailing):
+        """Weighted pipeline and coverage: open opportunities by the period of their
+        expected close date, weighted by today's stage probabilities. They depend on
+        the whole open pipeline as it is now, so every recompute refreshes them for
+        every period (``refresh_pipeline``)."""
+        for slice_ in self.people_slices():
+            open_value, weighted = pipeline.get((period.start, slice_), (Decimal(0), Decimal(0)))
+            self.add("weighted_pipeline", period, slice_, weighted, weighted)
+            target = targets.get((period.start, slice_))
+            revenue = self.m(period, slice_, "won", "value") if target is not None else None
+            self.coverage(period, slice_, open_value, target, revenue, trailing)
+
+    def pipeline_only(self):
+        """The pipeline KPIs of every period, with the won value of the periods that
+        have a target (coverage needs it) from one query per such period."""
+        probabilities = stage_probabilities(self.now)
+        targets = self.targets()
+        pipeline = self.open_pipeline(probabilities)
+        trailing = _roll_up(
+            _outcomes_by_owner(year_before(self.now), self.now), self.owners, ("won", "lost")
+        )
+        by_start = {p.start: p for p in self.periods}
+        for start in sorted({start for start, _ in targets if start in by_start}):
+            period = by_start[start]
+            won = _outcomes_by_owner(period.start_at, period.end_at)
+            for scope, values in _roll_up(won, self.owners, ("value",)).items():
+                self.measures.sums[(start, scope, "")]["won"] = {"value": values["value"]}
+        for period in self.periods:
+            self.pipeline_kpis(period, targets, pipeline, trailing)
+        return self.rows
 
     def coverage(self, period, slice_, open_value, target, revenue, trailing):
         t = trailing.get(slice_, {"won": 0, "lost": 0})
@@ -550,3 +584,11 @@ def stall_limits(now):
 
 def compute(grain, periods, measures, spend, now, computed_at):
     return CompanyKpis(grain, periods, measures, spend, now, computed_at).compute()
+
+
+#: The KPIs ``pipeline_only`` computes, refreshed for every period on each recompute.
+PIPELINE_KPIS = ("weighted_pipeline", "pipeline_coverage")
+
+
+def pipeline_only(grain, periods, measures, now, computed_at):
+    return CompanyKpis(grain, periods, measures, {}, now, computed_at).pipeline_only()

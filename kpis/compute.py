@@ -269,6 +269,23 @@ def empty(kpi):
     return None, Decimal(0), Decimal(0)
 
 
+def pipeline_snapshots(grain, periods, now=None):
+    """Unsaved weighted pipeline and coverage rows of ``periods`` (company.PIPELINE_KPIS)."""
+    now = now or timezone.now()
+    rows = company.pipeline_only(grain, sorted(set(periods)), Measures(), now, timezone.now())
+    return [row for row in rows if not _is_empty(row)]
+
+
+def refresh_pipeline(grain, periods, now=None):
+    """Replace the pipeline KPIs of every period of ``grain`` (they follow the open
+    pipeline as it is now, whichever day changed it)."""
+    rows = pipeline_snapshots(grain, periods, now=now)
+    with transaction.atomic():
+        KpiSnapshot.objects.filter(grain=grain, kpi__in=company.PIPELINE_KPIS).delete()
+        KpiSnapshot.objects.bulk_create(rows, batch_size=2000)
+    return len(rows)
+
+
 def store(grain, periods, now=None):
     """Replace the snapshots of ``periods``: same input, same rows. The computation
     only reads; the write transaction is kept short, so it never holds the database

@@ -57,11 +57,27 @@ def mark_days(days: Iterable):
     _enqueue_on_commit()
 
 
-def deal_days(deal, *also):
+def days_since(moment):
+    """Every day from ``moment``'s to today: the company KPIs that look at a moment
+    (open opportunities at a period's start, active reps, trailing 12 months, active
+    customers) change for every period after a back-dated event. An event entered now
+    gives just today."""
+    first, last = _day(moment), today()
+    if first is None or first >= last:
+        return [last]
+    return [first + datetime.timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def deal_days(deal, *also, since=None):
     """The days a deal's KPIs depend on: every stamp and outcome, its offers' sending
-    and responses, its activities, its expected close date, and today."""
+    and responses, its activities, its expected close date, and every day from its
+    latest event (or ``since``, when earlier) to today."""
     days = [getattr(deal, f) for f in STAMP_FIELDS]
-    days += [deal.won_at, deal.lost_at, deal.expected_close_date, today(), *also]
+    days += [deal.won_at, deal.lost_at, deal.expected_close_date, *also]
+    latest = deal.last_event_at
+    if since is not None and (latest is None or since < latest):
+        latest = since
+    days += days_since(latest)
     if deal.pk:
         for sent_at, responded_at in deal.offers.values_list("sent_at", "responded_at"):
             days += [sent_at, responded_at]
@@ -69,13 +85,15 @@ def deal_days(deal, *also):
     return days
 
 
-def mark_deal(deal, *also):
+def mark_deal(deal, *also, since=None):
     batch = getattr(_batch, "marks", None)
     if batch is not None:
         batch["deals"].add(deal.pk)
         batch["days"].update(d for d in map(_day, also) if d is not None)
+        if since is not None:
+            batch["days"].update(days_since(since))
         return
-    mark_days(deal_days(deal, *also))
+    mark_days(deal_days(deal, *also, since=since))
 
 
 _batch = threading.local()
@@ -107,15 +125,20 @@ def _days_of_deals(deal_ids, chunk=2000):
     yield today()
     ids = sorted(i for i in deal_ids if i is not None)
     fields = [*STAMP_FIELDS, "won_at", "lost_at", "expected_close_date"]
+    earliest = None  # the earliest latest-event: every day from it to today
     for i in range(0, len(ids), chunk):
         part = ids[i : i + chunk]
         moments = set()
-        for row in Deal.objects.filter(pk__in=part).values_list(*fields):
+        for *row, latest in Deal.objects.filter(pk__in=part).values_list(*fields, "last_event_at"):
             moments.update(row)
+            if latest is not None and (earliest is None or latest < earliest):
+                earliest = latest
         for row in Offer.objects.filter(deal_id__in=part).values_list("sent_at", "responded_at"):
             moments.update(row)
         moments.update(Activity.objects.filter(deal_id__in=part).values_list("held_at", flat=True))
         yield from {_day(m) for m in moments if m is not None}
+    if earliest is not None:
+        yield from days_since(earliest)
 
 
 def _enqueue_on_commit():

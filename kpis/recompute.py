@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from funnel.models import Activity, Deal, MarketingSpend, Offer, SalesCost
 from kpis import dirty
-from kpis.compute import store
+from kpis.compute import refresh_pipeline, store
 from kpis.models import RecomputeJob, Target
 from kpis.periods import GRAINS, Grain, Period, local_date, periods_between, today
 
@@ -129,6 +129,8 @@ def recompute_days(days):
     total = 0
     for grain, periods in periods_for_days(days).items():
         total += store(grain, periods)
+        # The weighted pipeline of every period follows today's open pipeline.
+        total += refresh_pipeline(grain, periods_of_span(grain))
     return total
 
 

@@ -6,6 +6,7 @@ from funnel import domain
 from funnel.stages import Stage
 from kpis import dirty
 from kpis.models import DirtyDay
+from kpis.periods import local_date
 from tests.factories import days_ago, make_deal
 
 
@@ -31,7 +32,11 @@ def test_batched_marks_every_day_the_writes_mark_one_by_one(rep):
     DirtyDay.objects.all().delete()
     dirty.mark_deal(deal)
     assert batched == _marked()
-    assert len(batched) == 6  # lead, qualification, needs, meeting, offer days and today
+    # The stamps and the meeting, and every day from the latest event (the move to
+    # offer, 20 days ago) to today.
+    stamps = {local_date(days_ago(d)) for d in (40, 35, 30, 28)}
+    since_offer = {local_date(days_ago(d)) for d in range(21)}
+    assert batched == stamps | since_offer
 
 
 def test_batched_writes_nothing_when_the_block_fails(rep):

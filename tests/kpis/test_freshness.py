@@ -35,7 +35,17 @@ def test_a_transition_marks_the_days_of_its_deal_dirty_in_its_transaction(rep):
     deal = make_deal(rep, at=days_ago(40))
     DirtyDay.objects.all().delete()
     domain.move_forward(deal, Stage.QUALIFICATION, by=rep, at=days_ago(30))
-    assert marked_days() == {local_date(days_ago(40)), local_date(days_ago(30)), today()}
+    # Its stamps, and every day from the back-dated move to today (the company KPIs
+    # looking at a moment: open opportunities at a period's start, active reps...).
+    since_move = {local_date(days_ago(d)) for d in range(31)}
+    assert marked_days() == {local_date(days_ago(40))} | since_move
+
+
+def test_a_transition_entered_now_marks_its_stamps_and_today(rep):
+    deal = make_deal(rep, at=days_ago(40))
+    DirtyDay.objects.all().delete()
+    domain.move_forward(deal, Stage.QUALIFICATION, by=rep)
+    assert marked_days() == {local_date(days_ago(40)), today()}
 
 
 def test_a_refused_transition_marks_nothing(rep):
@@ -51,7 +61,7 @@ def test_reopening_marks_the_day_of_the_loss_it_undoes(rep, manager):
     domain.mark_lost(deal, lost_reason("price"), by=rep, at=days_ago(35))
     DirtyDay.objects.all().delete()
     domain.reopen(deal, by=manager, at=days_ago(5))
-    assert local_date(days_ago(35)) in marked_days()
+    assert marked_days() == {local_date(days_ago(d)) for d in (40, *range(36))}
 
 
 def test_recomputing_dirty_days_updates_snapshots_and_clears_the_marks(rep):
@@ -286,9 +296,10 @@ def test_the_nightly_full_recompute_fans_out_through_a_worker_on_redis(
     DirtyDay.objects.all().delete()  # the worker would sweep them
     recompute_all.delay()
     deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and not RecomputeJob.objects.filter(
-        finished_at__isnull=False
-    ).exists():
+    while (
+        time.monotonic() < deadline
+        and not RecomputeJob.objects.filter(finished_at__isnull=False).exists()
+    ):
         time.sleep(0.2)
     job = RecomputeJob.objects.get()
     assert job.finished_at is not None
@@ -329,3 +340,48 @@ def test_commits_never_wait_on_or_fail_with_a_broker_that_is_down(
     recompute.recompute_all_dirty()
     assert stored("leads", grain="month", day=local_date(days_ago(3))) is not None
     assert DirtyDay.objects.count() == 0
+
+
+def _rows_with_extra():
+    return sorted(
+        (*r[:-1], sorted(r[-1].items()))
+        for r in KpiSnapshot.objects.values_list(
+            "kpi",
+            "grain",
+            "period_start",
+            "slice",
+            "breakdown",
+            "value",
+            "numerator",
+            "denominator",
+            "extra",
+        )
+    )
+
+
+def test_the_incremental_recompute_ends_where_a_full_one_does(rep, teammate, manager):
+    from kpis.models import Target
+    from kpis.periods import Grain
+
+    old = deal_in_stage(rep, Stage.NEGOTIATION, start_days_ago=200)
+    deal_in_stage(teammate, Stage.OFFER, start_days_ago=90)
+    lost = deal_in_stage(rep, Stage.NEEDS, start_days_ago=120)
+    domain.mark_lost(lost, lost_reason("price"), by=rep, at=days_ago(100))
+    Target.objects.create(
+        grain=Grain.MONTH,
+        period_start=Period.containing("month", today()).start,
+        rep=rep,
+        amount=Decimal("50000"),
+    )
+    recompute.recompute_all()
+    # Changes now and back-dated: a win (stage probabilities and the open pipeline of
+    # every period move), a new opportunity, a reopened loss, an expected close date.
+    domain.agree_terms(old, by=rep, agreed_value=Decimal("9000"), discount_pct=Decimal("10"))
+    fresh = make_deal(rep, at=days_ago(8))
+    domain.move_forward(fresh, Stage.NEEDS, by=rep, at=days_ago(6))
+    domain.reopen(lost, by=manager, at=days_ago(2))
+    domain.update_deal(fresh, by=rep, expected_close_date=today() + datetime.timedelta(days=45))
+    recompute.recompute_all_dirty()
+    incremental = _rows_with_extra()
+    recompute.recompute_all()
+    assert incremental == _rows_with_extra()
