@@ -7,9 +7,14 @@ Prints, measured in the same run:
   slice (the practical floor), and their ratio;
 - one transition end to end (transition + dirty marks + incremental recompute);
 - with a Celery worker on a real redis-server: seconds from a committed transition to
-  an updated snapshot.
+  an updated snapshot;
+- the full recompute fanned out as Celery tasks (kpis.recompute_all), with one worker
+  and with two on the same data;
+- the server time of every report page (scripts/bench_reports.py);
+- the deals import speed (scripts/bench_import.py, BENCH_IMPORT_ROWS rows).
 
-BENCH_DEALS (default 100000) sets the size.
+BENCH_DEALS (default 100000) sets the size; BENCH_SKIP=fanout,reports,import leaves
+parts out.
 """
 
 import os
@@ -109,6 +114,54 @@ print("RESULT " + json.dumps({"latency_s": time.perf_counter() - t}))
 """
 
 
+FANOUT = """
+import json, time, django, os
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+django.setup()
+from kpis.models import RecomputeJob
+from kpis.tasks import recompute_all
+RecomputeJob.objects.all().delete()
+t = time.perf_counter()
+recompute_all.delay()
+while not RecomputeJob.objects.filter(finished_at__isnull=False).exists():
+    time.sleep(0.2)
+    if time.perf_counter() - t > 7200:
+        raise SystemExit("the fanned-out recompute did not finish in 2 hours")
+job = RecomputeJob.objects.get()
+print("RESULT " + json.dumps({"fanout_s": time.perf_counter() - t, "parts": job.parts}))
+"""
+
+
+def workers(py, env, count):
+    """``count`` Celery worker processes, one task at a time each."""
+    return [
+        subprocess.Popen(
+            [
+                py,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "--pool=solo",
+                "--loglevel=WARNING",
+                "-n",
+                f"bench{i}@%h",
+            ],
+            cwd=ROOT,
+            env=env,
+        )
+        for i in range(count)
+    ]
+
+
+def stop(procs):
+    for proc in procs:
+        proc.kill()
+    for proc in procs:
+        proc.wait(30)
+
+
 def result(proc):
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -154,6 +207,37 @@ def main():
             # The worker may be mid-recompute: the figure is taken, stop it now.
             worker.kill()
             worker.wait(30)
+        skip = set(os.environ.get("BENCH_SKIP", "").split(","))
+        fanout = {}
+        if "fanout" not in skip:
+            for count in (1, 2):
+                procs = workers(py, env, count)
+                try:
+                    time.sleep(5)
+                    fanout[count] = result(
+                        subprocess.run(
+                            [py, "-c", FANOUT], cwd=ROOT, env=env, capture_output=True, text=True
+                        )
+                    )
+                finally:
+                    stop(procs)
+                print(f"fanned-out recompute, {count} worker(s): {fanout[count]}", flush=True)
+        if "reports" not in skip:
+            print("\nReport pages (server time through the test client):", flush=True)
+            subprocess.run(
+                [py, "scripts/bench_reports.py", "--repeat", os.environ.get("BENCH_REPEAT", "10")],
+                cwd=ROOT,
+                env=env,
+                check=False,
+            )
+        if "import" not in skip:
+            print("\nDeals import:", flush=True)
+            subprocess.run(
+                [py, "scripts/bench_import.py"],
+                cwd=ROOT,
+                env={**env, "BENCH_IMPORT_ROWS": os.environ.get("BENCH_IMPORT_ROWS", "100000")},
+                check=False,
+            )
     print(f"\nBench on PostgreSQL, {deals:,} demo deals, {os.cpu_count()} cores")
     print(f"seed_demo:                          {seed_s:8.1f} s")
     print(
@@ -170,6 +254,12 @@ def main():
         f"({figures['transition_dirty_days']} dirty days; goal < 100 ms)"
     )
     print(f"commit -> snapshot via Redis worker: {latency['latency_s']:8.2f} s (goal < 5 s)")
+    for count, figures_n in fanout.items():
+        ratio = figures_n["fanout_s"] / fanout[1]["fanout_s"]
+        print(
+            f"full recompute fanned out, {count} worker(s): {figures_n['fanout_s']:8.1f} s "
+            f"({figures_n['parts']} parts; {ratio:.2f} x one worker)"
+        )
 
 
 if __name__ == "__main__":
