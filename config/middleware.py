@@ -1,4 +1,5 @@
-"""The request log, and the answer when the database is unavailable.
+"""The request log, the answer when the database is unavailable, and the
+Content-Security-Policy's one exception for Django's admin.
 
 The request log: one line per request with its id, the user, the method, the path,
 the status and the duration. The id comes from the ``X-Request-ID`` header a proxy or
@@ -13,6 +14,7 @@ import re
 import time
 import uuid
 
+from csp.middleware import CSPMiddleware
 from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse, JsonResponse
 from django.utils.encoding import escape_uri_path
@@ -128,3 +130,25 @@ class DatabaseUnavailableMiddleware:
             response = HttpResponse(message, content_type="text/plain; charset=utf-8", status=503)
         response["Retry-After"] = str(DATABASE_RETRY_AFTER)
         return response
+
+
+#: Django's admin change list carries one inline <style> (admin/change_list.html, block
+#: extrastyle, shown when a ModelAdmin has neither action bar). Admin pages allow that
+#: block by its hash: any other inline style stays blocked, in the admin too.
+#: tests/production/test_security_headers.py checks the hash against Django's template.
+ADMIN_INLINE_STYLE_HASHES = ["'sha256-blvLUW3UscWqsXGByNOqdBboM+ShWAuugp2mC/wbafU='"]
+
+
+class ContentSecurityPolicyMiddleware(CSPMiddleware):
+    """django-csp's middleware (settings.CONTENT_SECURITY_POLICY) with the admin's
+    exception above. Our own pages, /api/docs/ (Swagger UI) included, get the policy
+    as configured: nothing inline."""
+
+    def get_policy_parts(self, request, response, report_only=False):
+        parts = super().get_policy_parts(request, response, report_only)
+        match = getattr(request, "resolver_match", None)
+        if match is not None and "admin" in match.app_names:
+            update = dict(parts.update or {})
+            update["style-src"] = [*update.get("style-src", []), *ADMIN_INLINE_STYLE_HASHES]
+            parts.update = update
+        return parts

@@ -28,7 +28,7 @@ from funnel.models import (
     StageHistory,
 )
 from funnel.stages import Stage
-from kpis.models import DirtyDay, Forecast, KpiSnapshot, StageSetting, Target
+from kpis.models import DirtyDay, Forecast, KpiSnapshot, RecomputeJob, StageSetting, Target
 from tests.factories import (
     ChannelFactory,
     CompanyFactory,
@@ -53,6 +53,7 @@ VIEW_ONLY = {
     KpiSnapshot,
     DirtyDay,
     StageSetting,
+    RecomputeJob,
     # django-axes records sign-ins; nobody adds them by hand.
     AccessAttempt,
     AccessLog,
@@ -140,6 +141,7 @@ def one_of_each(rep, team_a):
         kpi="leads", grain="month", period_start=month, value=2, numerator=2, denominator=1
     )
     DirtyDay.objects.get_or_create(day=month)  # the spend above marked it already
+    RecomputeJob.objects.create(parts=3, done=[0], claimed=[month.isoformat()])
     Token.objects.create(user=rep)
     # django-axes's sign-in records (config/settings.py: login brute-force protection).
     attempt = {"username": "rep", "ip_address": "10.0.0.1", "user_agent": "test"}
