@@ -35,6 +35,7 @@ from django.utils.text import slugify
 
 from accounts.models import Role, User
 from funnel import domain, stages
+from funnel.import_bulk import BulkDeals
 from funnel.models import (
     Channel,
     Company,
@@ -114,6 +115,8 @@ MAX_ROUNDS = 100
 #: parameters is far above it, and one query per batch keeps a large file cheap).
 LOOKUP_BATCH = 500
 MAX_AMOUNT = Decimal(10) ** 14  # money fields hold 16 digits, 2 of them decimals
+#: What a ``find_*`` lookup returns for a name the row would create (``create_missing``).
+MISSING = object()
 
 
 # The result ---------------------------------------------------------------------------
@@ -527,7 +530,9 @@ class _Lookups:
 
     # Lookups.
 
-    def owner(self, value):
+    def find_owner(self, value):
+        """The owner ``value`` names, or MISSING when ``owner`` would create it; raises
+        the row's error when it is unknown and may not be created. Writes nothing."""
         key = value.casefold()
         if key in self.users:
             return self.users[key]
@@ -543,6 +548,13 @@ class _Lookups:
             )
         if not self.create_missing:
             raise RowError(f"owner: Unknown user '{value}'.")
+        return MISSING
+
+    def owner(self, value):
+        found = self.find_owner(value)
+        if found is not MISSING:
+            return found
+        key = value.casefold()
         user = User(
             username=value,
             email=value if "@" in value else "",
@@ -557,12 +569,19 @@ class _Lookups:
         self.pending["owners"].append(user.username)
         return user
 
-    def channel(self, value):
+    def find_channel(self, value):
         key = value.casefold()
         if key in self.channels:
             return self.channels[key]
         if not self.create_missing:
             raise RowError(f"channel: Unknown channel '{value}'.")
+        return MISSING
+
+    def channel(self, value):
+        found = self.find_channel(value)
+        if found is not MISSING:
+            return found
+        key = value.casefold()
         channel = Channel(name=value)
         with _column("channel", name="channel"):
             channel.full_clean()
@@ -571,17 +590,24 @@ class _Lookups:
         self.pending["channels"].append(channel.name)
         return channel
 
-    def reason(self, value):
+    def find_reason(self, value):
         key = value.casefold()
         if key in self.reasons:
             return self.reasons[key]
-        code = slugify(value).replace("-", "_")[:40]
+        code = _reason_code(value)
         if code and code in self.reasons:
             return self.reasons[code]
         if not self.create_missing:
             raise RowError(f"lost_reason: Unknown lost reason '{value}'.")
         if not code:
             raise RowError(f"lost_reason: '{value}' cannot be turned into a reason code.")
+        return MISSING
+
+    def reason(self, value):
+        found = self.find_reason(value)
+        if found is not MISSING:
+            return found
+        key, code = value.casefold(), _reason_code(value)
         reason = LostReason(
             code=code,
             name_en=value[:100],
@@ -597,8 +623,8 @@ class _Lookups:
         self.pending["reasons"].append(reason.code)
         return reason
 
-    def company(self, name, *, industry, segment):
-        """Get or create the company by name; fill its industry and segment if empty."""
+    def find_company(self, name):
+        """The company named ``name`` (exactly, else whatever the case), or None."""
         key = name.casefold()
         company = self.companies.get(key)
         if company is None:
@@ -606,26 +632,42 @@ class _Lookups:
                 Company.objects.filter(name=name).first()
                 or Company.objects.filter(name__iexact=name).first()
             )
-            if company is None:
-                company = Company(name=name, industry=industry, segment=segment)
-                with _column("company", name="company"):
-                    company.full_clean()
-                company.save()
-                self._remember(self.companies, key, company)
-                self.pending["companies"].append(company.name)
-                return company
-            self.companies[key] = company
-        wanted = {"industry": industry, "segment": segment}
-        changed = [f for f, value in wanted.items() if value and not getattr(company, f)]
+            if company is not None:
+                self.companies[key] = company
+        return company
+
+    def company(self, name, *, industry, segment):
+        """Get or create the company by name; fill its industry and segment if empty."""
+        key = name.casefold()
+        company = self.find_company(name)
+        if company is None:
+            company = Company(name=name, industry=industry, segment=segment)
+            with _column("company", name="company"):
+                company.full_clean()
+            company.save()
+            self._remember(self.companies, key, company)
+            self.pending["companies"].append(company.name)
+            return company
+        changed = company_fill_in(company, industry=industry, segment=segment)
         if changed:
             for f in changed:
-                setattr(company, f, wanted[f])
+                setattr(company, f, {"industry": industry, "segment": segment}[f])
             # The change is undone with the row's savepoint: drop the cached copy too.
             self._undo.append((self.companies, key))
             with _column("company"):
                 company.full_clean(validate_unique=False)
             company.save(update_fields=changed)
         return company
+
+
+def company_fill_in(company, *, industry, segment):
+    """The fields of ``company`` a row fills in: its industry and segment, if empty."""
+    wanted = {"industry": industry, "segment": segment}
+    return [f for f, value in wanted.items() if value and not getattr(company, f)]
+
+
+def _reason_code(value):
+    return slugify(value).replace("-", "_")[:40]
 
 
 # Deals --------------------------------------------------------------------------------
@@ -767,11 +809,12 @@ def _check_deal_row(row, plan):
 
 
 class _DealImporter:
-    def __init__(self, *, by, create_missing, owners=None):
+    def __init__(self, *, by, create_missing, owners=None, bulk=True):
         self.by = by
         self.lookups = _Lookups(create_missing=create_missing, owners=owners)
         self.existing_ids = set()
         self.seen_ids = {}
+        self.bulk = BulkDeals(by=by, lookups=self.lookups) if bulk else None
 
     def preload(self, rows):
         ids = sorted({unneutralise(cells["external_id"]) for _, cells in rows if cells} - {""})
@@ -803,9 +846,19 @@ class _DealImporter:
             raise RowError(*missing)
         plan = _plan(row)
         _check_deal_row(row, plan)
-        self._replay(row, plan)
+        bulk = self.bulk
+        if bulk is None or not bulk.take(row, plan):
+            if bulk is not None:
+                bulk.flush()  # the companies this row may share, written first
+            # Its own savepoint: a refusal undoes whatever the row wrote.
+            with transaction.atomic():
+                self._replay(row, plan)
         result._cover([*plan.stamps.values(), row["offer_sent_at"], row["won_at"], row["lost_at"]])
         return "created"
+
+    def finish(self, *, write):
+        if self.bulk is not None:
+            self.bulk.finish(write=write)
 
     def _references(self, row):
         """Owner, channel, lost reason and company, every unknown one reported."""
@@ -953,8 +1006,9 @@ class _DealImporter:
 
 
 def _run_rows(rows, importer, result, *, valid_only, dry_run):
-    """Each row in its own savepoint inside one transaction, committed only if the file
-    passed (or ``valid_only``) and this is not a dry run."""
+    """Every row inside one transaction, committed only if the file passed (or
+    ``valid_only``) and this is not a dry run. A row that writes as it goes does so in
+    its own savepoint (the importer's ``run`` opens it), so a refusal undoes it."""
     lookups = importer.lookups
     with transaction.atomic():
         importer.preload(rows)
@@ -964,8 +1018,7 @@ def _run_rows(rows, importer, result, *, valid_only, dry_run):
                 try:
                     if cells is None:
                         raise RowError("The row has more cells than the header has columns.")
-                    with transaction.atomic():
-                        outcome = importer.run(line, cells, result)
+                    outcome = importer.run(line, cells, result)
                 except (RowError, DatabaseError) as exc:
                     lookups.row_failed()
                     result.failed += 1
@@ -989,6 +1042,7 @@ def _run_rows(rows, importer, result, *, valid_only, dry_run):
                     result.updated += 1
         if result.failed and not valid_only:
             result._reject()
+        importer.finish(write=not (dry_run or result.rejected))
         if dry_run or result.rejected:
             transaction.set_rollback(True)
 
@@ -1010,6 +1064,7 @@ def import_deals(
     dry_run=False,
     recompute=False,
     owners=None,
+    bulk=True,
 ):
     """Import a deals CSV (see the module docstring and the ``import_deals`` command).
 
@@ -1019,6 +1074,8 @@ def import_deals(
     the domain wrote are left to the Celery task enqueued on commit and the sweep.
     ``owners``: a User queryset the owners must come from (the upload page and the API
     pass the people a manager leads); unknown owners are then reported, never created.
+    ``bulk``: write new deals in bulk (funnel/import_bulk.py); False replays every row
+    through the domain functions (the reference the bulk path is tested against).
     """
     result = ImportResult(kind="deals", dry_run=dry_run, valid_only=valid_only)
     try:
@@ -1027,7 +1084,7 @@ def import_deals(
         result.errors.append((exc.line, exc.message))
         result._reject()
         return result
-    importer = _DealImporter(by=by, create_missing=create_missing, owners=owners)
+    importer = _DealImporter(by=by, create_missing=create_missing, owners=owners, bulk=bulk)
     _run_rows(rows, importer, result, valid_only=valid_only, dry_run=dry_run)
     return _finish(result, recompute=recompute)
 
@@ -1063,7 +1120,14 @@ class _SpendImporter:
         for spend in MarketingSpend.objects.filter(month__in=months):
             self.existing[(spend.channel_id, spend.month)] = spend
 
+    def finish(self, *, write):
+        pass
+
     def run(self, line, cells, result):
+        with transaction.atomic():
+            return self._run(line, cells, result)
+
+    def _run(self, line, cells, result):
         row = _parse_cells(cells, _SPEND_PARSERS)
         missing = [
             f"{column}: Required." for column in SPEND_REQUIRED_COLUMNS if _empty(row[column])
