@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Count
+from django.db.models.functions import Upper
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -499,6 +500,8 @@ class _Lookups:
             self._index_reason(reason)
             self.reason_position = max(self.reason_position, reason.position)
         self.companies = {}
+        #: {name: company, or None for none}, read ahead by preload_companies
+        self.named = {}
         self._undo = []
         self.pending = defaultdict(list)
 
@@ -628,13 +631,44 @@ class _Lookups:
         key = name.casefold()
         company = self.companies.get(key)
         if company is None:
-            company = (
-                Company.objects.filter(name=name).first()
-                or Company.objects.filter(name__iexact=name).first()
-            )
+            if name in self.named:
+                company = self.named.pop(name)  # read by preload_companies
+            else:
+                company = (
+                    Company.objects.filter(name=name).first()
+                    or Company.objects.filter(name__iexact=name).first()
+                )
             if company is not None:
                 self.companies[key] = company
         return company
+
+    def preload_companies(self, names):
+        """Look the companies of ``names`` up a batch at a time, as ``find_company``
+        would one by one: exactly, else by the database's own case-insensitive match
+        (``iexact`` compares UPPER() of both sides). A name several companies match
+        whatever the case is left to ``find_company``."""
+        names = list(dict.fromkeys(names))
+        for start in range(0, len(names), LOOKUP_BATCH):
+            batch = names[start : start + LOOKUP_BATCH]
+            exact = {c.name: c for c in Company.objects.filter(name__in=batch).order_by()}
+            self.named.update(exact)
+            rest = [name for name in batch if name not in exact]
+            if not rest:
+                continue
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT " + ", ".join(["UPPER(%s)"] * len(rest)), rest)
+                uppers = cursor.fetchone()
+            matches = defaultdict(list)
+            for company in (
+                Company.objects.annotate(upper=Upper("name"))
+                .filter(upper__in=set(uppers))
+                .order_by()
+            ):
+                matches[company.upper].append(company)
+            for name, upper in zip(rest, uppers, strict=True):
+                found = matches.get(upper, [])
+                if len(found) < 2:
+                    self.named[name] = found[0] if found else None
 
     def company(self, name, *, industry, segment):
         """Get or create the company by name; fill its industry and segment if empty."""
@@ -823,6 +857,9 @@ class _DealImporter:
             self.existing_ids.update(
                 Deal.objects.filter(external_id__in=batch).values_list("external_id", flat=True)
             )
+        self.lookups.preload_companies(
+            unneutralise(cells["company"]) for _, cells in rows if cells and cells["company"]
+        )
 
     def run(self, line, cells, result):
         # A row already imported is skipped before anything else is read: re-importing a
