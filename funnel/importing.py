@@ -9,8 +9,15 @@ imported deal is exactly what the transition functions produce: the same stamps,
 same history rows (skips included), the same base-currency amounts, the same dirty
 marks. Every refusal becomes an error of that row, named by its CSV line (the header is
 line 1) and column. By default a file is all or nothing: if any row fails, nothing is
-written. ``valid_only`` keeps the good rows (each row runs in its own savepoint);
-``dry_run`` applies everything inside a transaction that is then rolled back.
+written. ``valid_only`` keeps the good rows (a row replayed through the domain runs in
+its own savepoint); ``dry_run`` applies everything inside a transaction that is then
+rolled back.
+
+For speed, a row creating a deal is first replayed in memory by funnel/import_bulk.py,
+with the same checks, and written in bulk with the others (COPY on PostgreSQL); only a
+row that replay cannot vouch for (one the domain refuses, or one whose owner, channel or
+lost reason must be created) goes through the domain functions. Both paths write the
+same rows (tests/funnel/test_import_bulk.py).
 
 Export writes the same columns, timestamps in ISO 8601 with their offset, and
 neutralises spreadsheet formulas in text cells (pitfalls.md, "Exports"); import strips

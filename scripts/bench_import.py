@@ -147,7 +147,7 @@ def main():
         result = importing.import_deals(csv_path, create_missing=True)
         elapsed = time.perf_counter() - t0
         for line in importing.report_lines(result, name=csv_path.name)[-6:]:
-            print(line)
+            print(line if len(line) <= 200 else line[:200] + "...")
         if result.failed:
             print(f"{result.failed} rows failed; first: {result.errors[:3]}")
         print(
