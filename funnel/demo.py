@@ -62,7 +62,7 @@ from funnel.models import (
 )
 from funnel.money import CENT, base_currency, local_date, quantize
 from funnel.stages import STAMP_FIELDS, Stage, Status
-from kpis.dirty import mark_days
+from kpis.dirty import days_since, mark_days
 from kpis.periods import today
 
 DEMO_PASSWORD = "lejek-demo"
@@ -1346,18 +1346,24 @@ class BulkExecutor:
             if plan.deal_count >= SET_ASIDE_FROM_DEALS
             else contextlib.nullcontext()
         ):
+            earliest = None
             for chunk in _chunks(plan.deals(), CHUNK_DEALS):
                 replay = _Replay(self.world, now, dirty_days)
                 for deal_plan in chunk:
                     replay.run_deal(deal_plan, ids[done])
                     done += 1
+                if replay.earliest is not None and (earliest is None or replay.earliest < earliest):
+                    earliest = replay.earliest
                 self.writer.insert(
                     [(model, columns, replay.rows[model]) for model, columns in BULK_TABLES]
                 )
                 if progress:
                     progress(done)
         self.writer.flush()
-        # One mark for the whole load: the days every domain call would have marked.
+        # One mark for the whole load: the days every domain call would have marked,
+        # which include every day from each deal's creation to today (days_since).
+        if earliest is not None:
+            dirty_days.update(days_since(earliest))
         mark_days(dirty_days)
         return done
 
@@ -1397,6 +1403,9 @@ class _Replay:
         # The days whose KPIs the deals feed (kpis.dirty.deal_days): every moment here
         # carries the organisation's time zone, so its date is the local date.
         self.dirty_days = dirty_days
+        # The earliest creation: kpis.dirty.deal_days marks every day from a deal's
+        # latest event to today, and the first mark of each deal is at its creation.
+        self.earliest = None
         self.base = base_currency()
         self.defaults = {f.attname: _plain(f.get_default()) for f in Deal._meta.concrete_fields}
         # The domain functions stamp the moment they write the row.
@@ -1425,6 +1434,9 @@ class _Replay:
             days.add(d["won_at"].date())
         if d["expected_close_date"]:
             days.add(d["expected_close_date"])
+        created = d["entered_lead_at"]
+        if self.earliest is None or created < self.earliest:
+            self.earliest = created
 
     def to_base(self, amount, currency, on):
         if amount is None:
