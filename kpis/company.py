@@ -7,8 +7,10 @@ rates. Each query covers all slices of a period at once (grouped by owner, mappe
 team and rep), never a loop over deals. Definitions: docs/kpis.md, "Company level".
 """
 
+import contextlib
 import datetime
 import statistics
+import threading
 from collections import defaultdict
 from decimal import Decimal
 
@@ -223,8 +225,8 @@ class CompanyKpis:
     # --- the KPIs -------------------------------------------------------------------
 
     def compute(self):
-        self.timeline = OwnerTimeline()
-        self.customers = CustomerTimeline()
+        self.timeline = shared("owner_timeline", OwnerTimeline)
+        self.customers = shared("customer_timeline", CustomerTimeline)
         ends = [p.end for p in self.periods]
         self.churned = dict(
             zip(
@@ -240,13 +242,16 @@ class CompanyKpis:
                 strict=True,
             )
         )
-        probabilities = stage_probabilities(self.now)
+        probabilities = shared("probabilities", lambda: stage_probabilities(self.now))
         targets = self.targets()
         pipeline = self.open_pipeline(probabilities)
         new_customers = self.new_customers()
         sales_cost = sales_cost_by_period(self.grain, self.periods[0].start, self.periods[-1].end)
-        trailing = _roll_up(
-            _outcomes_by_owner(year_before(self.now), self.now), self.owners, ("won", "lost")
+        trailing = shared(
+            "trailing",
+            lambda: _roll_up(
+                _outcomes_by_owner(year_before(self.now), self.now), self.owners, ("won", "lost")
+            ),
         )
         forecasts = self.forecasts()
         today = self.now.astimezone(tz()).date()
@@ -357,11 +362,14 @@ class CompanyKpis:
     def pipeline_only(self):
         """The pipeline KPIs of every period, with the won value of the periods that
         have a target (coverage needs it) from one query per such period."""
-        probabilities = stage_probabilities(self.now)
+        probabilities = shared("probabilities", lambda: stage_probabilities(self.now))
         targets = self.targets()
         pipeline = self.open_pipeline(probabilities)
-        trailing = _roll_up(
-            _outcomes_by_owner(year_before(self.now), self.now), self.owners, ("won", "lost")
+        trailing = shared(
+            "trailing",
+            lambda: _roll_up(
+                _outcomes_by_owner(year_before(self.now), self.now), self.owners, ("won", "lost")
+            ),
         )
         by_start = {p.start: p for p in self.periods}
         for start in sorted({start for start, _ in targets if start in by_start}):
@@ -501,59 +509,85 @@ class CompanyKpis:
         if not current:
             return
         period = current[0]
-        limits = stall_limits(self.now)
-        last_activity = (
-            Activity.objects.filter(deal=OuterRef("pk")).order_by("-held_at").values("held_at")[:1]
+        for key, by_stage in shared("open_now", lambda: open_now(self.now)).items():
+            for stage in stages.ORDER:
+                n, value, _ = by_stage.get(stage, (0, Decimal(0), 0))
+                self.add(f"open_deals_{stage}", period, key, Decimal(n), Decimal(n))
+                self.add(f"open_value_{stage}", period, key, value, value)
+            total_stalled = sum(v[2] for v in by_stage.values())
+            self.add("stalled_deals", period, key, Decimal(total_stalled), Decimal(total_stalled))
+
+
+def open_now(now):
+    """{slice: {stage: [open deals, their value, stalled]}} as of ``now``: one grouped
+    query per slice type."""
+    limits = stall_limits(now)
+    last_activity = (
+        Activity.objects.filter(deal=OuterRef("pk")).order_by("-held_at").values("held_at")[:1]
+    )
+    # The latest stage change: a move, a skip or a reopening (not an edit of terms).
+    last_change = StageHistory.objects.filter(deal=OuterRef("pk")).order_by("-at").values("at")[:1]
+    stalled = Q()
+    for stage, days in limits.items():
+        if days is None:
+            continue
+        cutoff = now - datetime.timedelta(days=days)
+        stalled |= Q(stage=stage, _last_change__lt=cutoff) & (
+            Q(_last_activity__isnull=True) | Q(_last_activity__lt=cutoff)
         )
-        # The latest stage change: a move, a skip or a reopening (not an edit of terms).
-        last_change = (
-            StageHistory.objects.filter(deal=OuterRef("pk")).order_by("-at").values("at")[:1]
-        )
-        stalled = Q()
-        for stage, days in limits.items():
-            if days is None:
-                continue
-            cutoff = self.now - datetime.timedelta(days=days)
-            stalled |= Q(stage=stage, _last_change__lt=cutoff) & (
-                Q(_last_activity__isnull=True) | Q(_last_activity__lt=cutoff)
+    base = Deal.objects.open().annotate(
+        _last_activity=Subquery(last_activity), _last_change=Subquery(last_change)
+    )
+    per_slice = defaultdict(lambda: defaultdict(lambda: [0, Decimal(0), 0]))
+    per_slice["company"]  # always present, even with no open deal
+    for slice_type in ("company", *SLICE_FIELDS):
+        group = ["stage"]
+        qs = base
+        if slice_type != "company":
+            qs = group_by(qs, "_slice", SLICE_FIELDS[slice_type])
+            group.append("_slice")
+        for row in (
+            qs.order_by()
+            .values(*group)
+            .annotate(
+                n=Count("pk"),
+                value=Sum("current_value_base"),
+                stalled=Count("pk", filter=stalled) if limits else Count("pk", filter=Q(pk__in=[])),
             )
-        base = Deal.objects.open().annotate(
-            _last_activity=Subquery(last_activity), _last_change=Subquery(last_change)
-        )
-        for slice_type in ("company", *SLICE_FIELDS):
-            group = ["stage"]
-            qs = base
-            if slice_type != "company":
-                qs = group_by(qs, "_slice", SLICE_FIELDS[slice_type])
-                group.append("_slice")
-            per_slice = defaultdict(lambda: defaultdict(lambda: [0, Decimal(0), 0]))
-            for row in (
-                qs.order_by()
-                .values(*group)
-                .annotate(
-                    n=Count("pk"),
-                    value=Sum("current_value_base"),
-                    stalled=Count("pk", filter=stalled)
-                    if limits
-                    else Count("pk", filter=Q(pk__in=[])),
-                )
-            ):
-                key = "company" if slice_type == "company" else f"{slice_type}:{row['_slice']}"
-                entry = per_slice[key][row["stage"]]
-                entry[0] += row["n"]
-                entry[1] += row["value"] or 0
-                entry[2] += row["stalled"]
-            if slice_type == "company":
-                per_slice.setdefault("company", defaultdict(lambda: [0, Decimal(0), 0]))
-            for key, by_stage in per_slice.items():
-                for stage in stages.ORDER:
-                    n, value, _ = by_stage.get(stage, (0, Decimal(0), 0))
-                    self.add(f"open_deals_{stage}", period, key, Decimal(n), Decimal(n))
-                    self.add(f"open_value_{stage}", period, key, value, value)
-                total_stalled = sum(v[2] for v in by_stage.values())
-                self.add(
-                    "stalled_deals", period, key, Decimal(total_stalled), Decimal(total_stalled)
-                )
+        ):
+            key = "company" if slice_type == "company" else f"{slice_type}:{row['_slice']}"
+            entry = per_slice[key][row["stage"]]
+            entry[0] += row["n"]
+            entry[1] += row["value"] or 0
+            entry[2] += row["stalled"]
+    return per_slice
+
+
+_pass = threading.local()
+
+
+@contextlib.contextmanager
+def sharing():
+    """Inside: the inputs that do not depend on the grain (timelines, stage
+    probabilities, the open deals now...) are computed once for every grain of the
+    recompute, not once per grain."""
+    if getattr(_pass, "cache", None) is not None:
+        yield
+        return
+    _pass.cache = {}
+    try:
+        yield
+    finally:
+        _pass.cache = None
+
+
+def shared(key, factory):
+    cache = getattr(_pass, "cache", None)
+    if cache is None:
+        return factory()
+    if key not in cache:
+        cache[key] = factory()
+    return cache[key]
 
 
 def stall_limits(now):

@@ -11,7 +11,7 @@ from django.db.models import Max, Min
 from django.utils import timezone
 
 from funnel.models import Activity, Deal, MarketingSpend, Offer, SalesCost
-from kpis import dirty
+from kpis import company, dirty
 from kpis.compute import refresh_pipeline, store
 from kpis.models import RecomputeJob, Target
 from kpis.periods import GRAINS, Grain, Period, local_date, periods_between, today
@@ -65,15 +65,16 @@ def recompute_all(grains=GRAINS):
     meanwhile)."""
     claimed = dirty.claim(limit=None)
     total = 0
-    for grain in grains:
-        total += store(grain, periods_of_span(grain))
+    with company.sharing():
+        for grain in grains:
+            total += store(grain, periods_of_span(grain))
     dirty.release(claimed)
     return total
 
 
 #: Periods of each grain one part of a fanned-out full recompute takes: parts of
 #: comparable cost (a part's queries scan only its range).
-PART_PERIODS = {Grain.DAY: 92, Grain.WEEK: 26, Grain.MONTH: 12, Grain.QUARTER: 8, Grain.YEAR: 2}
+PART_PERIODS = {Grain.DAY: 183, Grain.WEEK: 53, Grain.MONTH: 24, Grain.QUARTER: 8, Grain.YEAR: 3}
 
 
 def plan_parts(grains=GRAINS):
@@ -127,10 +128,11 @@ def periods_for_days(days):
 
 def recompute_days(days):
     total = 0
-    for grain, periods in periods_for_days(days).items():
-        total += store(grain, periods)
-        # The weighted pipeline of every period follows today's open pipeline.
-        total += refresh_pipeline(grain, periods_of_span(grain))
+    with company.sharing():
+        for grain, periods in periods_for_days(days).items():
+            total += store(grain, periods)
+            # The weighted pipeline of every period follows today's open pipeline.
+            total += refresh_pipeline(grain, periods_of_span(grain))
     return total
 
 
