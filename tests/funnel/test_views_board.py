@@ -77,10 +77,7 @@ def test_a_rep_sees_only_their_own_open_deals_one_column_per_stage(client, rep, 
 def test_a_card_shows_company_value_owner_and_days_in_stage(client, rep):
     company = CompanyFactory(name="Kowalski i Synowie")
     deal = make_deal(rep, company=company, estimated_value=Decimal("12500.50"), at=days_ago(9))
-    # Seven whole days and an hour whatever the time of day (days_ago's noon is less
-    # than seven days back before noon).
-    moved_at = timezone.now() - datetime.timedelta(days=7, hours=1)
-    domain.move_forward(deal, Stage.QUALIFICATION, by=rep, at=moved_at)
+    domain.move_forward(deal, Stage.QUALIFICATION, by=rep, at=days_ago(7))
     client.force_login(rep)
     response = client.get("/deals/")
     html = response.content.decode()
