@@ -127,11 +127,16 @@ class StallLimits:
 
 
 def _decorate(deals, now, limits=None):
-    """Days in stage, days idle and the stalled flag of each deal (no queries)."""
+    """Days in stage, days idle and the stalled flag of each deal (no queries).
+
+    Days are counted as calendar days in the organisation's time zone, as a user reads
+    them: a deal that entered its stage on Monday has been there one day on Tuesday,
+    whatever the hour. The stalled flag compares the exact time with the limit."""
+    today = timezone.localdate(now)
     for deal in deals:
-        deal.days_in_stage = (now - deal.stage_entered_at).days
+        deal.days_in_stage = (today - timezone.localdate(deal.stage_entered_at)).days
         idle_since = max(d for d in (deal.last_change_at, deal.last_activity_at) if d)
-        deal.days_idle = (now - idle_since).days
+        deal.days_idle = (today - timezone.localdate(idle_since)).days
         deal.stall_limit = limits.days(deal.stage, deal.owner.team_id) if limits else None
         deal.is_stalled = (
             deal.is_open

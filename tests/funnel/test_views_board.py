@@ -2,13 +2,14 @@
 
 import datetime
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 from django.utils import timezone
 
 from funnel import domain
 from funnel.stages import Stage
-from funnel.views import BOARD_CARDS_PER_STAGE, StallLimits
+from funnel.views import BOARD_CARDS_PER_STAGE, StallLimits, _decorate
 from kpis.models import KpiSnapshot, StageSetting
 from tests.factories import (
     CompanyFactory,
@@ -88,6 +89,24 @@ def test_a_card_shows_company_value_owner_and_days_in_stage(client, rep):
     assert str(rep) in card
     assert "7 days in stage" in card
     assert "is-stalled" not in html  # no limit and no measured stay: nothing stalls
+
+
+@pytest.mark.parametrize(
+    ("entered", "now", "days"),
+    [
+        ((2026, 3, 9, 23, 30), (2026, 3, 10, 8, 0), 1),  # yesterday evening: one day
+        ((2026, 3, 10, 0, 30), (2026, 3, 10, 23, 0), 0),  # today, a UTC day earlier
+        ((2026, 3, 3, 12, 0), (2026, 3, 10, 9, 0), 7),  # a week ago, hour not yet come
+    ],
+)
+def test_days_in_stage_and_idle_are_calendar_days_of_the_organisation(entered, now, days):
+    local = timezone.get_current_timezone()
+    entered = datetime.datetime(*entered, tzinfo=local)
+    deal = SimpleNamespace(
+        stage_entered_at=entered, last_change_at=entered, last_activity_at=None, is_open=True
+    )
+    _decorate([deal], datetime.datetime(*now, tzinfo=local))
+    assert (deal.days_in_stage, deal.days_idle, deal.is_stalled) == (days, days, False)
 
 
 def test_a_manager_sees_the_team_and_can_narrow_to_one_rep(
