@@ -71,7 +71,12 @@ class ChannelFactory(factory.django.DjangoModelFactory):
 
 
 def lost_reason(code="price"):
-    return LostReason.objects.get(code=code)
+    """A seeded lost reason (created again when a transactional test, such as a browser
+    test on the live server, flushed the migration's rows)."""
+    reason, _ = LostReason.objects.get_or_create(
+        code=code, defaults={"name_en": code.replace("_", " ").capitalize(), "name_pl": code}
+    )
+    return reason
 
 
 def days_ago(days, hour=12):

@@ -23,6 +23,8 @@ _TEST_ONLY = (
     "SECURE_SSL_REDIRECT",
     "SECURE_PROXY_SSL_HEADER",
     "CLIENT_IP_HEADER",
+    # Set for Playwright's event loop in the browser tests (tests/browser/conftest.py).
+    "DJANGO_ALLOW_ASYNC_UNSAFE",
 )
 
 

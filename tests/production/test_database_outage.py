@@ -97,6 +97,7 @@ def test_other_errors_are_not_turned_into_503(client, rep, monkeypatch, error):
     assert client.get("/deals/list/").status_code == 500
 
 
+@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_requests_succeed_again_once_the_database_is_back(on_postgres, client, rep, caplog):
     client.force_login(rep)
