@@ -5,9 +5,11 @@ team B led by ``other_manager``; ``admin``. PostgreSQL runs the whole suite a se
 time (scripts/run_tests.py); Redis comes from ``redis_server``.
 """
 
+import importlib
 import os
 
 import pytest
+from django.apps import apps
 from django.db import connection
 
 from accounts.models import Role
@@ -89,6 +91,23 @@ def outsider(team_b, other_manager):
 @pytest.fixture
 def admin(db):
     return UserFactory(username="admin", role=Role.ADMIN, is_staff=True, is_superuser=True)
+
+
+#: The data migrations whose rows tests may expect (lost reasons, stage settings).
+SEEDS = [
+    ("funnel.migrations.0002_default_lost_reasons", "add_reasons"),
+    ("kpis.migrations.0002_stage_settings", "add_settings"),
+]
+
+
+@pytest.fixture
+def seeded_rows(transactional_db):
+    """For a test that commits (``transaction=True``, the live server): the rows the
+    data migrations seed, which the flush ending an earlier such test removed. Used
+    instead of ``serialized_rollback``, whose reload collides with the content types
+    that flush recreates under new ids (after any transactional test, e.g. tests/faults)."""
+    for module, function in SEEDS:
+        getattr(importlib.import_module(module), function)(apps, None)
 
 
 @pytest.fixture(autouse=True)

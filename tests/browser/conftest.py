@@ -6,12 +6,10 @@ overrides the path). Every test in this folder carries the ``browser`` mark, so 
 PostgreSQL pass of ``scripts/run_tests.py`` leaves them to the SQLite pass.
 """
 
-import importlib
 import os
 import shutil
 
 import pytest
-from django.apps import apps
 
 from tests.conftest import _unavailable
 from tests.factories import PASSWORD
@@ -37,20 +35,10 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.browser)
 
 
-#: The data migrations whose rows every test may expect (lost reasons, stage settings).
-SEEDS = [
-    ("funnel.migrations.0002_default_lost_reasons", "add_reasons"),
-    ("kpis.migrations.0002_stage_settings", "add_settings"),
-]
-
-
 @pytest.fixture(autouse=True)
-def _seeded_rows(transactional_db):
-    """The live server's tests flush the database when they end, the rows the data
-    migrations seeded with it: seed them again before each test, so that the order of
-    the tests does not matter."""
-    for module, function in SEEDS:
-        getattr(importlib.import_module(module), function)(apps, None)
+def _seeded_rows(seeded_rows):
+    """The live server's tests flush the database when they end: seed the data
+    migrations' rows again before each, so that the order of the tests does not matter."""
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,8 @@ from tests.funnel.test_transitions import events
 
 pytestmark = [
     pytest.mark.postgres,
-    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("seeded_rows"),
 ]
 
 
