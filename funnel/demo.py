@@ -41,6 +41,19 @@ from django.utils import timezone
 
 from accounts.models import Role, Team, User
 from funnel import domain, stages
+from funnel.bulk import (
+    ACTIVITY_COLUMNS,
+    CHANGE_COLUMNS,
+    DOCUMENT_COLUMNS,
+    HISTORY_COLUMNS,
+    INSERT_BATCH_SIZE,
+    OFFER_COLUMNS,
+    ROUND_COLUMNS,
+    cents,
+    check_columns,
+    model_columns,
+    plain,
+)
 from funnel.models import (
     Activity,
     Channel,
@@ -61,7 +74,7 @@ from funnel.models import (
     StageHistory,
 )
 from funnel.money import CENT, base_currency, local_date, quantize
-from funnel.stages import STAMP_FIELDS, Stage, Status
+from funnel.stages import STAMP_FIELDS, Status
 from kpis.dirty import days_since, mark_days
 from kpis.periods import today
 
@@ -78,7 +91,6 @@ CHUNK_DEALS = 5_000
 # Rows per INSERT on the bulk_create path (SQLite). Django lowers it further to stay
 # under SQLite's 999 parameters (22 deals or 124 history rows per statement); larger
 # statements only grow the parse cost.
-INSERT_BATCH_SIZE = 500
 
 # Companies (and their contacts) generated and written together: bounded memory for
 # the 200,000 companies of a million-deal year.
@@ -1283,32 +1295,9 @@ class DomainExecutor:
         return deal
 
 
-HISTORY_COLUMNS = (
-    "deal_id", "event", "from_stage", "to_stage", "at", "by_id", "lost_reason_id", "note",
-)  # fmt: skip
-OFFER_COLUMNS = (
-    "deal_id", "version", "value", "value_base", "prep_started_at", "sent_at",
-    "responded_at", "status", "notes", "created_by_id",
-)  # fmt: skip
-ROUND_COLUMNS = (
-    "deal_id", "number", "held_at", "proposed_value", "proposed_value_base",
-    "discount_pct", "notes", "by_id",
-)  # fmt: skip
-ACTIVITY_COLUMNS = ("deal_id", "kind", "held_at", "outcome", "notes", "by_id")
-DOCUMENT_COLUMNS = (
-    "deal_id", "document_type", "number", "issue_date", "final_value", "final_value_base",
-    "signed_at", "paid_at",
-)  # fmt: skip
-CHANGE_COLUMNS = ("deal_id", "field", "old_value", "new_value", "at", "by_id")
-
-
-def _columns(model, *, with_id=False):
-    return tuple(f.attname for f in model._meta.concrete_fields if with_id or not f.primary_key)
-
-
 #: (model, the columns the replay writes), in the order the tables are written
 BULK_TABLES = (
-    (Deal, _columns(Deal, with_id=True)),
+    (Deal, model_columns(Deal, with_id=True)),
     (StageHistory, HISTORY_COLUMNS),
     (Offer, OFFER_COLUMNS),
     (NegotiationRound, ROUND_COLUMNS),
@@ -1326,14 +1315,7 @@ class BulkExecutor:
 
     def __init__(self, world, writer):
         self.world, self.writer = world, writer
-        for model, columns in BULK_TABLES:
-            mismatch = set(_columns(model, with_id=model is Deal)) ^ set(columns)
-            if mismatch:
-                # A field added to a model must be written here too, as its domain
-                # function writes it.
-                raise RuntimeError(
-                    f"The bulk executor's columns of {model.__name__} differ: {mismatch}"
-                )
+        check_columns(BULK_TABLES, "The bulk executor")
 
     def run(self, plan, progress=None):
         ids = self.writer.reserve_ids(Deal, plan.deal_count)
@@ -1374,25 +1356,6 @@ OFFER_ROW = operator.itemgetter(*OFFER_COLUMNS)
 DOCUMENT_ROW = operator.itemgetter(*DOCUMENT_COLUMNS)
 
 
-def _plain(value):
-    """A model default as a database value: enum members become their values."""
-    return value.value if isinstance(value, Stage | Status) else value
-
-
-def _cents(value):
-    """As ``domain._money`` and ``domain._percent``: two decimal places, as stored."""
-    return None if value is None else value.quantize(CENT)
-
-
-def _display(value):
-    """As ``domain._display``: how the change log shows an old or new value."""
-    if value is None:
-        return ""
-    if isinstance(value, datetime.date):
-        return value.isoformat()
-    return str(value)
-
-
 class _Replay:
     """Replays deals' steps in memory. Each public method writes what the domain
     function of the same name writes, minus its checks: the plan holds only steps those
@@ -1407,7 +1370,7 @@ class _Replay:
         # latest event to today, and the first mark of each deal is at its creation.
         self.earliest = None
         self.base = base_currency()
-        self.defaults = {f.attname: _plain(f.get_default()) for f in Deal._meta.concrete_fields}
+        self.defaults = {f.attname: plain(f.get_default()) for f in Deal._meta.concrete_fields}
         # The domain functions stamp the moment they write the row.
         self.defaults["updated_at"] = now
         self.not_qualified = world.reasons[LostReason.NOT_QUALIFIED].pk
@@ -1461,7 +1424,7 @@ class _Replay:
         d = self.d = dict(self.defaults)
         d.update(details)
         d.update(fields)
-        d["estimated_value"] = _cents(fields["estimated_value"])
+        d["estimated_value"] = cents(fields["estimated_value"])
         d.update(
             id=self.id,
             company_id=world.company_ids[company],
@@ -1541,20 +1504,22 @@ class _Replay:
     def agree_terms(self, at, by, *, agreed_value, discount_pct=None):
         d = self.d
         before = {"agreed_value": d["agreed_value"], "discount_pct": d["discount_pct"]}
-        d["agreed_value"] = agreed_value = _cents(agreed_value)
+        d["agreed_value"] = agreed_value = cents(agreed_value)
         if discount_pct is not None:
-            d["discount_pct"] = _cents(discount_pct)
+            d["discount_pct"] = cents(discount_pct)
         d["agreed_value_base"] = self.to_base(agreed_value, d["currency"], at)
         d["agreed_at"] = d["last_event_at"] = at
         d["current_value_base"] = self.current_value()
         d["version"] += 1
         for name in domain.TRACKED_FIELDS:
             if name in before and before[name] != d[name]:
-                self.changes((self.id, name, _display(before[name]), _display(d[name]), at, by))
+                self.changes(
+                    (self.id, name, domain._display(before[name]), domain._display(d[name]), at, by)
+                )
 
     def start_offer(self, at, by, *, value, notes=""):
         d = self.d
-        value = _cents(value)
+        value = cents(value)
         version = len(self.offers) + 1
         prep = d["entered_offer_at"] if version == 1 and d["entered_offer_at"] else at
         self.offers.append(
@@ -1598,9 +1563,9 @@ class _Replay:
                 self.id,
                 self.round_count,
                 at,
-                _cents(proposed_value),
-                self.to_base(_cents(proposed_value), self.d["currency"], at),
-                _cents(Decimal(discount_pct or 0)),
+                cents(proposed_value),
+                self.to_base(cents(proposed_value), self.d["currency"], at),
+                cents(Decimal(discount_pct or 0)),
                 notes,
                 by,
             )
@@ -1611,7 +1576,7 @@ class _Replay:
         self.dirty_days.add(at.date())
 
     def save_closing_document(self, at, by, *, document_type, issue_date, final_value, number=""):
-        final_value = _cents(final_value)
+        final_value = cents(final_value)
         if self.document is None:
             old_value = None
             self.document = {"deal_id": self.id, "signed_at": None, "paid_at": None}
@@ -1628,7 +1593,14 @@ class _Replay:
             # The domain function stamps this change with the wall clock (it takes no
             # moment); the plan's moment keeps the demo's change log in order.
             self.changes(
-                (self.id, "final_value", _display(old_value), _display(final_value), at, by)
+                (
+                    self.id,
+                    "final_value",
+                    domain._display(old_value),
+                    domain._display(final_value),
+                    at,
+                    by,
+                )
             )
         self.d["version"] += 1
 

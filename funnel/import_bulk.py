@@ -24,6 +24,18 @@ from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from funnel import domain, stages
+from funnel.bulk import (
+    CHANGE_COLUMNS,
+    DOCUMENT_COLUMNS,
+    HISTORY_COLUMNS,
+    INSERT_BATCH_SIZE,
+    OFFER_COLUMNS,
+    ROUND_COLUMNS,
+    cents,
+    check_columns,
+    model_columns,
+    plain,
+)
 from funnel.models import (
     ClosingDocument,
     Company,
@@ -36,7 +48,7 @@ from funnel.models import (
     StageEvent,
     StageHistory,
 )
-from funnel.money import CENT, base_currency, local_date, quantize
+from funnel.money import base_currency, local_date, quantize
 from funnel.stages import STAMP_FIELDS, Stage, Status
 from kpis import dirty
 
@@ -44,7 +56,6 @@ from kpis import dirty
 #: INSERTs) per table each; memory stays bounded on a file of any size.
 CHUNK_DEALS = 2_000
 #: Rows per INSERT on the bulk_create path (SQLite lowers it to its parameter limit).
-INSERT_BATCH_SIZE = 500
 
 # Plain strings: rows hold database values, not enum members.
 LEAD, OFFER, NEGOTIATION, CLOSING = (
@@ -78,29 +89,7 @@ PATHS = {
     if stages.is_forward(a, b)
 }
 
-HISTORY_COLUMNS = (
-    "deal_id", "event", "from_stage", "to_stage", "at", "by_id", "lost_reason_id", "note",
-)  # fmt: skip
-OFFER_COLUMNS = (
-    "deal_id", "version", "value", "value_base", "prep_started_at", "sent_at",
-    "responded_at", "status", "notes", "created_by_id",
-)  # fmt: skip
-ROUND_COLUMNS = (
-    "deal_id", "number", "held_at", "proposed_value", "proposed_value_base",
-    "discount_pct", "notes", "by_id",
-)  # fmt: skip
-DOCUMENT_COLUMNS = (
-    "deal_id", "document_type", "number", "issue_date", "final_value", "final_value_base",
-    "signed_at", "paid_at",
-)  # fmt: skip
-CHANGE_COLUMNS = ("deal_id", "field", "old_value", "new_value", "at", "by_id")
-
-
-def _columns(model, *, with_id=False):
-    return tuple(f.attname for f in model._meta.concrete_fields if with_id or not f.primary_key)
-
-
-DEAL_COLUMNS = _columns(Deal, with_id=True)
+DEAL_COLUMNS = model_columns(Deal, with_id=True)
 #: (model, columns), in the order the tables are written (deals first: the others
 #: refer to them).
 TABLES = (
@@ -122,30 +111,6 @@ class BulkWriteError(RuntimeError):
 
 class Refused(Exception):
     """A domain function would refuse this row: the domain path says how."""
-
-
-def _check_columns():
-    for model, columns in TABLES[1:]:
-        mismatch = set(_columns(model)) ^ set(columns)
-        if mismatch:
-            # A field added to a model must be written here too, as its domain function
-            # writes it.
-            raise RuntimeError(f"The bulk import's columns of {model.__name__} differ: {mismatch}")
-
-
-def _plain(value):
-    """A model default as a database value: enum members become their values."""
-    return value.value if isinstance(value, Stage | Status) else value
-
-
-def _cents(value):
-    """As ``domain._money`` and ``domain._percent``: two decimal places, as stored."""
-    return None if value is None else value.quantize(CENT)
-
-
-def _display(value):
-    """As ``domain._display``: how the change log shows an old or new value."""
-    return "" if value is None else str(value)
 
 
 class _Rates:
@@ -223,12 +188,12 @@ class BulkDeals:
     the KPI days the deals feed, as the domain functions would have."""
 
     def __init__(self, *, by, lookups):
-        _check_columns()
+        check_columns(TABLES, "The bulk import")
         self.by_id = by.pk if by is not None else None
         self.lookups = lookups
         self.rates = _Rates()
         self.writer = _Writer()
-        self.defaults = {f.attname: _plain(f.get_default()) for f in Deal._meta.concrete_fields}
+        self.defaults = {f.attname: plain(f.get_default()) for f in Deal._meta.concrete_fields}
         self.fields = {name: Deal._meta.get_field(name) for name in ROW_FIELDS}
         self._clear()
 
@@ -470,7 +435,7 @@ class _Replay:
             created_by_id=self.by,
             external_id=row["external_id"] or None,
             currency=row["currency"] or bulk.rates.base,
-            estimated_value=_cents(row["estimated_value"]),
+            estimated_value=cents(row["estimated_value"]),
             first_touch_at=first_touch_at,
             industry=row["industry"],
             segment=row["segment"],
@@ -523,7 +488,7 @@ class _Replay:
         at = self.moment(at)
         if d["status"] != OPEN or INDEX[d["stage"]] < INDEX[OFFER] or self.offer is not None:
             raise Refused
-        value = _cents(value)
+        value = cents(value)
         if value is None or at < d["entered_offer_at"]:
             raise Refused
         self.offer = {
@@ -578,25 +543,27 @@ class _Replay:
             raise Refused
         self.not_before(at)
         before = {"agreed_value": d["agreed_value"], "discount_pct": d["discount_pct"]}
-        d["agreed_value"] = _cents(value)
+        d["agreed_value"] = cents(value)
         if d["agreed_value"] is None:
             raise Refused
         if discount is not None:
-            d["discount_pct"] = _cents(discount)
+            d["discount_pct"] = cents(discount)
         d["agreed_value_base"] = self.to_base(d["agreed_value"], at)
         d["agreed_at"] = d["last_event_at"] = at
         d["current_value_base"] = self.current_value()
         d["version"] += 1
         for name in domain.TRACKED_FIELDS:
             if name in before and before[name] != d[name]:
-                self.changes.append((name, _display(before[name]), _display(d[name]), at, self.by))
+                self.changes.append(
+                    (name, domain._display(before[name]), domain._display(d[name]), at, self.by)
+                )
 
     def add_round(self, held_at, proposed, discount):
         d = self.d
         if d["status"] != OPEN or d["stage"] != NEGOTIATION:
             raise Refused
         held_at = self.moment(held_at)
-        proposed = _cents(proposed)
+        proposed = cents(proposed)
         if held_at < d["entered_negotiation_at"] or proposed is None:
             raise Refused
         self.rounds.append(
@@ -605,7 +572,7 @@ class _Replay:
                 held_at,
                 proposed,
                 self.to_base(proposed, held_at),
-                _cents(Decimal(discount or 0)),
+                cents(Decimal(discount or 0)),
                 "",
                 self.by,
             )
@@ -615,7 +582,7 @@ class _Replay:
         d, row = self.d, self.row
         if d["status"] != OPEN or d["stage"] != CLOSING or self.document is not None:
             raise Refused
-        final_value = _cents(row["final_value"])
+        final_value = cents(row["final_value"])
         issue_date = local_date(moment)
         if (
             final_value is None
@@ -633,7 +600,7 @@ class _Replay:
             "paid_at": None,
         }
         # The domain stamps this change with the wall clock (it takes no moment).
-        self.changes.append(("final_value", "", _display(final_value), self.now, self.by))
+        self.changes.append(("final_value", "", domain._display(final_value), self.now, self.by))
         d["version"] += 1
 
     def win(self, at):

@@ -1,0 +1,54 @@
+"""What the two bulk writers share: the demo seeder's bulk executor (funnel/demo.py)
+and the import's fast path (funnel/import_bulk.py). Both replay the domain functions
+in memory and write the rows those functions would write, column by column."""
+
+from funnel.money import CENT
+from funnel.stages import Stage, Status
+
+#: Rows per INSERT where COPY is not available (SQLite).
+INSERT_BATCH_SIZE = 500
+
+# The columns each replay writes, in the order its row tuples hold them.
+HISTORY_COLUMNS = (
+    "deal_id", "event", "from_stage", "to_stage", "at", "by_id", "lost_reason_id", "note",
+)  # fmt: skip
+OFFER_COLUMNS = (
+    "deal_id", "version", "value", "value_base", "prep_started_at", "sent_at",
+    "responded_at", "status", "notes", "created_by_id",
+)  # fmt: skip
+ROUND_COLUMNS = (
+    "deal_id", "number", "held_at", "proposed_value", "proposed_value_base",
+    "discount_pct", "notes", "by_id",
+)  # fmt: skip
+ACTIVITY_COLUMNS = ("deal_id", "kind", "held_at", "outcome", "notes", "by_id")
+DOCUMENT_COLUMNS = (
+    "deal_id", "document_type", "number", "issue_date", "final_value", "final_value_base",
+    "signed_at", "paid_at",
+)  # fmt: skip
+CHANGE_COLUMNS = ("deal_id", "field", "old_value", "new_value", "at", "by_id")
+
+
+def model_columns(model, *, with_id=False):
+    return tuple(f.attname for f in model._meta.concrete_fields if with_id or not f.primary_key)
+
+
+def check_columns(tables, writer):
+    """A field added to a model must be written by the bulk writers too, as its domain
+    function writes it: refuse to run until it is. ``tables``: [(model, columns)]; the
+    deal's columns include its id (ids are reserved before the rows are built)."""
+    from funnel.models import Deal
+
+    for model, written in tables:
+        mismatch = set(model_columns(model, with_id=model is Deal)) ^ set(written)
+        if mismatch:
+            raise RuntimeError(f"{writer}'s columns of {model.__name__} differ: {mismatch}")
+
+
+def plain(value):
+    """A model default as a database value: enum members become their values."""
+    return value.value if isinstance(value, Stage | Status) else value
+
+
+def cents(value):
+    """As ``domain._money`` and ``domain._percent``: two decimal places, as stored."""
+    return None if value is None else value.quantize(CENT)
