@@ -220,26 +220,11 @@ class DealSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-#: What a new deal may carry (stage, status and outcomes come from transitions).
+#: What a new deal may carry: the editable details (stage, status and outcomes come
+#: from transitions; a discount and a loss note come later), and its external id.
 CREATE_FIELDS = [
-    "title",
-    "company",
-    "contact",
-    "channel",
-    "owner",
+    *(name for name in domain.EDITABLE_FIELDS if name not in ("discount_pct", "lost_note")),
     "external_id",
-    "currency",
-    "estimated_value",
-    "first_touch_at",
-    "heard_from",
-    "contact_prompt",
-    "product_scope",
-    "industry",
-    "segment",
-    "qualification_score",
-    "problems",
-    "desired_outcomes",
-    "expected_close_date",
 ]
 
 
