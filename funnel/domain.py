@@ -534,12 +534,13 @@ def agree_terms(deal, *, agreed_value, by, discount_pct=None, at=None, expected_
     return deal
 
 
-def start_offer(deal, *, value, by, at=None, prep_started_at=None, notes=""):
+def start_offer(deal, *, value, by, at=None, prep_started_at=None, notes="", expected_version=None):
     """Start preparing a new offer version. The first version's preparation starts when
     the deal entered ``offer``; a later one when it is started. A version started during
     negotiation is a revision: the deal does not move."""
     with transaction.atomic():
         deal = Deal.objects.select_for_update().get(pk=deal.pk)
+        _check_version(deal, expected_version)
         at = _moment(at)
         _require_open(deal)
         # domain.md: preparation of the first version starts when the deal enters
@@ -655,10 +656,13 @@ def reject_offer(offer, *, by, at=None, expected_version=None):
     return offer
 
 
-def add_round(deal, *, held_at, proposed_value, by, discount_pct=0, notes=""):
+def add_round(
+    deal, *, held_at, proposed_value, by, discount_pct=0, notes="", expected_version=None
+):
     """Log one negotiation round: its date, the value proposed and the discount."""
     with transaction.atomic():
         deal = Deal.objects.select_for_update().get(pk=deal.pk)
+        _check_version(deal, expected_version)
         _require_open(deal)
         if deal.stage != Stage.NEGOTIATION:
             raise DomainError(
@@ -688,8 +692,10 @@ def add_round(deal, *, held_at, proposed_value, by, discount_pct=0, notes=""):
         )
 
 
-def log_activity(deal, *, kind, held_at, by, outcome="", notes=""):
-    """Log a call, e-mail, meeting or audit held with the client."""
+def log_activity(deal, *, kind, held_at, by, outcome="", notes="", expected_version=None):
+    """Log a call, e-mail, meeting or audit held with the client. With
+    ``expected_version``, refused (StaleDealError) when the deal changed since the
+    caller read it, as every other change of a deal page is."""
     held_at = _moment(held_at, field="held_at")
     if held_at < deal.entered_lead_at:
         raise DomainError(
@@ -698,6 +704,10 @@ def log_activity(deal, *, kind, held_at, by, outcome="", notes=""):
     activity = Activity(deal=deal, kind=kind, held_at=held_at, outcome=outcome, notes=notes, by=by)
     activity.full_clean(exclude=["deal", "by"], validate_constraints=False)
     with transaction.atomic():
+        if expected_version is not None:
+            _check_version(
+                Deal.objects.select_for_update().only("version").get(pk=deal.pk), expected_version
+            )
         activity.save()
         mark_deal(deal)
     return activity

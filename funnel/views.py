@@ -382,13 +382,6 @@ def _add_errors(form, exc, mapping=None):
             form.add_error(name, error)
 
 
-def _expect_version(deal, form):
-    """For the domain functions that append rows and take no version: refuse a stale
-    page the same way the others do."""
-    if form.cleaned_data["version"] != deal.version:
-        raise StaleDealError(deal)
-
-
 def _is_stale(form, deal):
     """Whether the form was posted from a page showing an older version of ``deal``.
 
@@ -505,7 +498,6 @@ def save_needs(request, pk):
 @login_required
 def log_activity(request, pk):
     def perform(deal, form):
-        _expect_version(deal, form)
         data = form.cleaned_data
         domain.log_activity(
             deal,
@@ -514,6 +506,7 @@ def log_activity(request, pk):
             outcome=data["outcome"],
             notes=data["notes"],
             by=request.user,
+            expected_version=data["version"],
         )
 
     return _change(request, pk, "activity", ActivityForm, perform, _("Activity logged."))
@@ -535,12 +528,12 @@ def move(request, pk):
 @login_required
 def start_offer(request, pk):
     def perform(deal, form):
-        _expect_version(deal, form)
         domain.start_offer(
             deal,
             value=form.cleaned_data["value"],
             notes=form.cleaned_data["notes"],
             by=request.user,
+            expected_version=form.cleaned_data["version"],
         )
 
     return _change(request, pk, "offer", OfferForm, perform, _("New offer version started."))
@@ -589,7 +582,6 @@ def agree_terms(request, pk):
 @login_required
 def add_round(request, pk):
     def perform(deal, form):
-        _expect_version(deal, form)
         data = form.cleaned_data
         domain.add_round(
             deal,
@@ -598,6 +590,7 @@ def add_round(request, pk):
             discount_pct=data["discount_pct"],
             notes=data["notes"],
             by=request.user,
+            expected_version=data["version"],
         )
 
     return _change(request, pk, "round", RoundForm, perform, _("Negotiation round logged."))

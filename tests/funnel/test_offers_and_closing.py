@@ -779,3 +779,36 @@ def test_a_won_deal_cannot_be_won_lost_or_moved_again(rep):
 
     assert snapshot(deal) == before
     assert events(deal)[-1] == ("won", "closing", "closing")
+
+
+# Appending rows from a stale page -------------------------------------------------------
+
+
+def test_a_stale_version_refuses_a_new_offer_round_or_activity_and_writes_nothing(rep):
+    from funnel.domain import StaleDealError
+    from funnel.models import Activity, NegotiationRound
+
+    deal = deal_in_stage(rep, Stage.NEGOTIATION)
+    seen = deal.version - 1
+    with pytest.raises(StaleDealError):
+        domain.start_offer(deal, value=Decimal("9000"), by=rep, expected_version=seen)
+    with pytest.raises(StaleDealError):
+        domain.add_round(
+            deal,
+            held_at=days_ago(1),
+            proposed_value=Decimal("9000"),
+            by=rep,
+            expected_version=seen,
+        )
+    with pytest.raises(StaleDealError):
+        domain.log_activity(deal, kind="call", held_at=days_ago(1), by=rep, expected_version=seen)
+    assert not NegotiationRound.objects.filter(deal=deal).exists()
+    assert not Activity.objects.filter(deal=deal, held_at=days_ago(1)).exists()
+    offers_before = Offer.objects.filter(deal=deal).count()
+
+    domain.start_offer(deal, value=Decimal("9000"), by=rep, expected_version=deal.version)
+    domain.log_activity(
+        deal, kind="call", held_at=days_ago(1), by=rep, expected_version=deal.version
+    )
+    assert Offer.objects.filter(deal=deal).count() == offers_before + 1
+    assert Activity.objects.filter(deal=deal, held_at=days_ago(1)).count() == 1
