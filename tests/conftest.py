@@ -10,7 +10,10 @@ import os
 
 import pytest
 from django.apps import apps
+from django.core.cache import cache
 from django.db import connection
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 
 from accounts.models import Role
 from scripts.servers import RedisServer, ServerUnavailable
@@ -114,3 +117,22 @@ def seeded_rows(transactional_db):
 def _fast_password_hashing(settings):
     # The production hasher is deliberately slow; tests create many users.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def api(db):
+    """An API client; ``api.as_user(user)`` signs in with the user's token.
+
+    The throttle counters live in the cache, which outlives a test's database, so the
+    cache is cleared around each test that calls the API."""
+    client = APIClient()
+
+    def as_user(user):
+        token, _ = Token.objects.get_or_create(user=user)
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        return client
+
+    client.as_user = as_user
+    cache.clear()
+    yield client
+    cache.clear()
