@@ -378,6 +378,12 @@ class Deal(models.Model):
             models.Index(fields=["status", "stage"], name="deal_status_stage"),
             models.Index(fields=["entered_lead_at"], name="deal_entered_lead"),
             models.Index(fields=["entered_needs_at"], name="deal_entered_needs"),
+            # The KPI families keyed on when a deal reached or left a stage find a
+            # period's rows by these (kpis/families.py, ``Family.narrow``).
+            models.Index(fields=["entered_qualification_at"], name="deal_entered_qualification"),
+            models.Index(fields=["entered_offer_at"], name="deal_entered_offer"),
+            models.Index(fields=["entered_negotiation_at"], name="deal_entered_negotiation"),
+            models.Index(fields=["entered_closing_at"], name="deal_entered_closing"),
             models.Index(fields=["won_at"], name="deal_won_at"),
             models.Index(fields=["lost_at"], name="deal_lost_at"),
         ]
@@ -600,7 +606,10 @@ class Activity(models.Model):
         ordering = ["-held_at", "-id"]
         verbose_name = _("activity")
         verbose_name_plural = _("activities")
-        indexes = [models.Index(fields=["deal", "held_at"], name="activity_deal_held")]
+        indexes = [
+            models.Index(fields=["deal", "held_at"], name="activity_deal_held"),
+            models.Index(fields=["held_at"], name="activity_held_at"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(kind__in=ActivityKind.values), name="activity_kind_valid"
@@ -650,7 +659,10 @@ class Offer(models.Model):
         ordering = ["deal", "version"]
         verbose_name = _("offer")
         verbose_name_plural = _("offers")
-        indexes = [models.Index(fields=["sent_at"], name="offer_sent_at")]
+        indexes = [
+            models.Index(fields=["sent_at"], name="offer_sent_at"),
+            models.Index(fields=["responded_at"], name="offer_responded_at"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["deal", "version"], name="offer_version_unique"),
             models.CheckConstraint(condition=Q(value__gte=0), name="offer_value_non_negative"),
