@@ -8,9 +8,12 @@ from funnel.stages import Stage, Status
 #: Rows per INSERT where COPY is not available (SQLite).
 INSERT_BATCH_SIZE = 500
 
-# The columns each replay writes, in the order its row tuples hold them.
+# The columns each replay writes, in the order its row tuples hold them. ``entered_at``
+# is the replay's own clock (the moment the domain function would have run), never the
+# plan's or the file's moment.
 HISTORY_COLUMNS = (
     "deal_id", "event", "from_stage", "to_stage", "at", "by_id", "lost_reason_id", "note",
+    "entered_at",
 )  # fmt: skip
 OFFER_COLUMNS = (
     "deal_id", "version", "value", "value_base", "prep_started_at", "sent_at",
@@ -25,7 +28,7 @@ DOCUMENT_COLUMNS = (
     "deal_id", "document_type", "number", "issue_date", "final_value", "final_value_base",
     "signed_at", "paid_at",
 )  # fmt: skip
-CHANGE_COLUMNS = ("deal_id", "field", "old_value", "new_value", "at", "by_id")
+CHANGE_COLUMNS = ("deal_id", "field", "old_value", "new_value", "at", "by_id", "entered_at")
 
 
 def model_columns(model, *, with_id=False):

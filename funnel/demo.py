@@ -1373,6 +1373,8 @@ class _Replay:
         self.defaults = {f.attname: plain(f.get_default()) for f in Deal._meta.concrete_fields}
         # The domain functions stamp the moment they write the row.
         self.defaults["updated_at"] = now
+        # ... and stamp each row they write with it (``entered_at``), whatever ``at`` says.
+        self.now = now
         self.not_qualified = world.reasons[LostReason.NOT_QUALIFIED].pk
         self.user_ids = {username: user.pk for username, user in world.users.items()}
         self.rows = {model: [] for model, _ in BULK_TABLES}
@@ -1440,7 +1442,7 @@ class _Replay:
         )
         d["estimated_value_base"] = self.to_base(d["estimated_value"], d["currency"], at)
         d["current_value_base"] = d["estimated_value_base"]
-        self.history((self.id, CREATED, None, LEAD, at, by, None, ""))
+        self.history((self.id, CREATED, None, LEAD, at, by, None, "", self.now))
 
     def move_forward(self, at, by, *, stage):
         d = self.d
@@ -1448,7 +1450,7 @@ class _Replay:
         for passed in PATHS[previous, stage]:
             d[STAMP_OF[passed]] = at
             event = MOVED if passed == stage else SKIPPED
-            self.history((self.id, event, previous, passed, at, by, None, ""))
+            self.history((self.id, event, previous, passed, at, by, None, "", self.now))
             previous = passed
         d["stage"] = stage
         d["last_event_at"] = at
@@ -1469,7 +1471,7 @@ class _Replay:
         )
         d["version"] += 1
         stage = d["stage"]
-        self.history((self.id, LOST_EVENT, stage, stage, at, by, reason_id, note or ""))
+        self.history((self.id, LOST_EVENT, stage, stage, at, by, reason_id, note or "", self.now))
         self.dirty_days.add(at.date())
 
     def disqualify(self, at, by, *, note=""):
@@ -1489,17 +1491,23 @@ class _Replay:
         )
         d["version"] += 1
         stage = d["stage"]
-        self.history((self.id, REOPENED, stage, stage, at, by, None, ""))
+        self.history((self.id, REOPENED, stage, stage, at, by, None, "", self.now))
 
     def win(self, at, by):
         d, document = self.d, self.document
-        document["signed_at" if document["document_type"] == CONTRACT else "paid_at"] = at
+        closed_by = "signed_at" if document["document_type"] == CONTRACT else "paid_at"
+        before = document[closed_by]
+        document[closed_by] = at
         document["final_value_base"] = self.to_base(document["final_value"], d["currency"], at)
         d.update(
             status=WON, won_at=at, last_event_at=at, current_value_base=document["final_value_base"]
         )
         d["version"] += 1
-        self.history((self.id, WON_EVENT, d["stage"], d["stage"], at, by, None, ""))
+        self.history((self.id, WON_EVENT, d["stage"], d["stage"], at, by, None, "", self.now))
+        if before != at:
+            self.changes(
+                (self.id, closed_by, domain._display(before), domain._display(at), at, by, self.now)
+            )
 
     def agree_terms(self, at, by, *, agreed_value, discount_pct=None):
         d = self.d
@@ -1514,7 +1522,15 @@ class _Replay:
         for name in domain.TRACKED_FIELDS:
             if name in before and before[name] != d[name]:
                 self.changes(
-                    (self.id, name, domain._display(before[name]), domain._display(d[name]), at, by)
+                    (
+                        self.id,
+                        name,
+                        domain._display(before[name]),
+                        domain._display(d[name]),
+                        at,
+                        by,
+                        self.now,
+                    )
                 )
 
     def start_offer(self, at, by, *, value, notes=""):
@@ -1578,30 +1594,34 @@ class _Replay:
     def save_closing_document(self, at, by, *, document_type, issue_date, final_value, number=""):
         final_value = cents(final_value)
         if self.document is None:
-            old_value = None
+            before = {**dict.fromkeys(domain.DOCUMENT_TRACKED_FIELDS), "number": ""}
             self.document = {"deal_id": self.id, "signed_at": None, "paid_at": None}
         else:
-            old_value = self.document["final_value"]
-        self.document.update(
+            before = {name: self.document[name] for name in domain.DOCUMENT_TRACKED_FIELDS}
+        document = self.document
+        document.update(
             document_type=document_type,
             issue_date=issue_date,
             number=number or "",
             final_value=final_value,
             final_value_base=self.to_base(final_value, self.d["currency"], issue_date),
         )
-        if old_value != final_value:
-            # The domain function stamps this change with the wall clock (it takes no
-            # moment); the plan's moment keeps the demo's change log in order.
-            self.changes(
-                (
-                    self.id,
-                    "final_value",
-                    domain._display(old_value),
-                    domain._display(final_value),
-                    at,
-                    by,
+        for name in domain.DOCUMENT_TRACKED_FIELDS:
+            if before[name] != document[name]:
+                # The domain function dates this change with the wall clock (it takes no
+                # moment); the plan's moment keeps the demo's change log in order. It
+                # was entered now, as every row of the run.
+                self.changes(
+                    (
+                        self.id,
+                        name,
+                        domain._display(before[name]),
+                        domain._display(document[name]),
+                        at,
+                        by,
+                        self.now,
+                    )
                 )
-            )
         self.d["version"] += 1
 
 

@@ -8,6 +8,11 @@ version, so a change based on a stale copy is refused instead of overwriting.
 Every function takes ``by`` (the acting user) and an optional ``at`` for historical data
 (imports, demo data); ``at`` defaults to now, may not lie in the future, and may not
 precede the deal's latest recorded event, so stage stamps always stay in order.
+
+``at`` is the business moment ("the client agreed on Monday"). Every history and
+change-log row also gets ``entered_at``, the server's clock at the write (the deal's
+``updated_at`` of the same write): no caller can give it, so an auditor can tell a
+back-dated entry from one made at the time.
 """
 
 import datetime
@@ -67,7 +72,8 @@ class StaleDealError(Exception):
 
 
 #: Edits of these fields are written to the deal's change log (domain.md: "Edits of a
-#: deal's value, discount, owner or expected close date are recorded too").
+#: deal's value, discount, owner or expected close date are recorded too"). Stage and
+#: status change only through the transitions, which write the stage history instead.
 TRACKED_FIELDS = (
     "estimated_value",
     "agreed_value",
@@ -76,6 +82,12 @@ TRACKED_FIELDS = (
     "expected_close_date",
     "currency",
 )
+
+#: The closing document's fields whose edits are logged too: what it is, its number, its
+#: issue date and its final value (``save_closing_document``), and the moment it was
+#: signed or paid (``win``). The base-currency amount is derived from these, as a deal's
+#: base amounts are, and is not logged apart.
+DOCUMENT_TRACKED_FIELDS = ("document_type", "number", "issue_date", "final_value")
 
 #: Fields ``update_deal`` may change; stage, status, stamps and outcomes change only
 #: through the transitions below.
@@ -197,7 +209,8 @@ def _changing(deal, expected_version=None):
 
 
 def _write(deal, fields):
-    """Save ``fields`` of ``deal`` only if nobody changed it since it was read."""
+    """Save ``fields`` of ``deal`` only if nobody changed it since it was read. Returns
+    the moment of the write: the ``entered_at`` of the rows that record it."""
     now = timezone.now()
     values = {Deal._meta.get_field(f).attname: getattr(deal, f) for f in fields}
     updated = Deal.objects.filter(pk=deal.pk, version=deal.version).update(
@@ -209,28 +222,41 @@ def _write(deal, fields):
     deal.updated_at = now
     # In the same transaction: the KPIs this deal feeds are now stale.
     mark_deal(deal)
+    return now
 
 
 def _display(value):
     if value is None:
         return ""
+    if isinstance(value, datetime.datetime):
+        # In the organisation's time zone, with its offset: unambiguous and readable.
+        return timezone.localtime(value).isoformat()
     if isinstance(value, datetime.date):
         return value.isoformat()
     return str(value)
 
 
-def _record_changes(deal, before, by, at):
-    DealChange.objects.bulk_create(
+def _changes(deal, obj, before, fields, *, by, at, entered_at):
+    """The change-log rows for the ``fields`` of ``obj`` (the deal or its closing
+    document) that differ from ``before``."""
+    return [
         DealChange(
             deal=deal,
             field=name,
             old_value=_display(before[name]),
-            new_value=_display(getattr(deal, name)),
+            new_value=_display(getattr(obj, name)),
             by=by,
             at=at,
+            entered_at=entered_at,
         )
-        for name in TRACKED_FIELDS
-        if name in before and before[name] != getattr(deal, name)
+        for name in fields
+        if name in before and before[name] != getattr(obj, name)
+    ]
+
+
+def _record_changes(deal, before, by, at, entered_at):
+    DealChange.objects.bulk_create(
+        _changes(deal, deal, before, TRACKED_FIELDS, by=by, at=at, entered_at=entered_at)
     )
 
 
@@ -256,9 +282,16 @@ def current_value_base(deal):
     return deal.estimated_value_base
 
 
-def _history(deal, event, from_stage, to_stage, at, by, **extra):
+def _history(deal, event, from_stage, to_stage, at, by, entered_at, **extra):
     return StageHistory(
-        deal=deal, event=event, from_stage=from_stage, to_stage=to_stage, at=at, by=by, **extra
+        deal=deal,
+        event=event,
+        from_stage=from_stage,
+        to_stage=to_stage,
+        at=at,
+        by=by,
+        entered_at=entered_at,
+        **extra,
     )
 
 
@@ -320,8 +353,9 @@ def create_deal(
     with transaction.atomic():
         deal.estimated_value_base = to_base(deal.estimated_value, deal.currency, at)
         deal.current_value_base = deal.estimated_value_base
+        deal.updated_at = timezone.now()
         deal.save()
-        _history(deal, StageEvent.CREATED, None, Stage.LEAD, at, by).save()
+        _history(deal, StageEvent.CREATED, None, Stage.LEAD, at, by, deal.updated_at).save()
         mark_deal(deal)
     return deal
 
@@ -373,17 +407,21 @@ def move_forward(deal, to_stage, *, by, at=None, expected_version=None):
                 {"stage": _("Closing needs agreed terms: record the agreed value first.")},
                 code="no_agreed_terms",
             )
-        rows = []
+        moves = []
         previous = deal.stage
         for stage in path:
             setattr(deal, stages.stamp_field(stage), at)
-            event = StageEvent.MOVED if stage == target else StageEvent.SKIPPED
-            rows.append(_history(deal, event, previous, stage, at, by))
+            moves.append(
+                (StageEvent.MOVED if stage == target else StageEvent.SKIPPED, previous, stage)
+            )
             previous = stage
         deal.stage = target
         deal.last_event_at = at
-        _write(deal, ["stage", "last_event_at", *(stages.stamp_field(s) for s in path)])
-        StageHistory.objects.bulk_create(rows)
+        now = _write(deal, ["stage", "last_event_at", *(stages.stamp_field(s) for s in path)])
+        StageHistory.objects.bulk_create(
+            _history(deal, event, from_stage, to_stage, at, by, now)
+            for event, from_stage, to_stage in moves
+        )
     return deal
 
 
@@ -401,7 +439,7 @@ def mark_lost(deal, reason, *, by, at=None, note="", expected_version=None):
         deal.lost_stage = deal.stage
         deal.lost_note = note or ""
         deal.last_event_at = at
-        _write(
+        now = _write(
             deal, ["status", "lost_at", "lost_reason", "lost_stage", "lost_note", "last_event_at"]
         )
         _history(
@@ -411,6 +449,7 @@ def mark_lost(deal, reason, *, by, at=None, note="", expected_version=None):
             deal.stage,
             at,
             by,
+            now,
             lost_reason=reason,
             note=note or "",
         ).save()
@@ -451,10 +490,10 @@ def reopen(deal, *, by, at=None, expected_version=None):
         deal.lost_stage = None
         deal.lost_note = ""
         deal.last_event_at = at
-        _write(
+        now = _write(
             deal, ["status", "lost_at", "lost_reason", "lost_stage", "lost_note", "last_event_at"]
         )
-        _history(deal, StageEvent.REOPENED, deal.stage, deal.stage, at, by).save()
+        _history(deal, StageEvent.REOPENED, deal.stage, deal.stage, at, by, now).save()
     return deal
 
 
@@ -480,18 +519,20 @@ def win(deal, *, by, at=None, expected_version=None):
                 {"at": _("The deal cannot be won before its document was issued.")},
                 code="out_of_order",
             )
-        if document.document_type == DocumentType.CONTRACT:
-            document.signed_at = at
-        else:
-            document.paid_at = at
+        closed_by = "signed_at" if document.document_type == DocumentType.CONTRACT else "paid_at"
+        before = {closed_by: getattr(document, closed_by)}
+        setattr(document, closed_by, at)
         document.final_value_base = to_base(document.final_value, deal.currency, at)
         document.save(update_fields=["signed_at", "paid_at", "final_value_base"])
         deal.status = Status.WON
         deal.won_at = at
         deal.last_event_at = at
         deal.current_value_base = document.final_value_base
-        _write(deal, ["status", "won_at", "last_event_at", "current_value_base"])
-        _history(deal, StageEvent.WON, deal.stage, deal.stage, at, by).save()
+        now = _write(deal, ["status", "won_at", "last_event_at", "current_value_base"])
+        _history(deal, StageEvent.WON, deal.stage, deal.stage, at, by, now).save()
+        DealChange.objects.bulk_create(
+            _changes(deal, document, before, [closed_by], by=by, at=at, entered_at=now)
+        )
     return deal
 
 
@@ -519,7 +560,7 @@ def agree_terms(deal, *, agreed_value, by, discount_pct=None, at=None, expected_
         deal.agreed_at = at
         deal.last_event_at = at
         deal.current_value_base = current_value_base(deal)
-        _write(
+        now = _write(
             deal,
             [
                 "agreed_value",
@@ -530,7 +571,7 @@ def agree_terms(deal, *, agreed_value, by, discount_pct=None, at=None, expected_
                 "current_value_base",
             ],
         )
-        _record_changes(deal, before, by, at)
+        _record_changes(deal, before, by, at, now)
     return deal
 
 
@@ -751,23 +792,24 @@ def save_closing_document(
                 "final_value_base": Decimal(0),
             },
         )
-        old_value = None if created else document.final_value
+        if created:
+            # A new document: each of its fields is logged as set from nothing.
+            before = {**dict.fromkeys(DOCUMENT_TRACKED_FIELDS), "number": ""}
+        else:
+            before = {name: getattr(document, name) for name in DOCUMENT_TRACKED_FIELDS}
         document.document_type = document_type
         document.issue_date = issue_date
         document.number = number or ""
         document.final_value = final_value
         document.final_value_base = to_base(final_value, deal.currency, issue_date)
         document.save()
-        if old_value != final_value:
-            DealChange.objects.create(
-                deal=deal,
-                field="final_value",
-                old_value=_display(old_value),
-                new_value=_display(final_value),
-                by=by,
-            )
         # The deal's version moves too: a form opened before this change is stale.
-        _write(deal, [])
+        now = _write(deal, [])
+        # The edit has no business moment of its own (the issue date is a field of it):
+        # it is dated when it is entered.
+        DealChange.objects.bulk_create(
+            _changes(deal, document, before, DOCUMENT_TRACKED_FIELDS, by=by, at=now, entered_at=now)
+        )
     return document
 
 
@@ -825,6 +867,6 @@ def update_deal(deal, *, by, expected_version=None, **changes):
             )
             deal.current_value_base = current_value_base(deal)
             fields += ["estimated_value_base", "current_value_base"]
-        _write(deal, fields)
-        _record_changes(deal, before, by, timezone.now())
+        now = _write(deal, fields)
+        _record_changes(deal, before, by, now, now)
     return deal

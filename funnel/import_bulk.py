@@ -454,7 +454,7 @@ class _Replay:
             field.clean(d[name], None)
         d["estimated_value_base"] = self.to_base(d["estimated_value"], at)
         d["current_value_base"] = d["estimated_value_base"]
-        self.history.append((CREATED, None, LEAD, at, self.by, None, ""))
+        self.history.append((CREATED, None, LEAD, at, self.by, None, "", self.now))
 
     def move_forward(self, target, at):
         d = self.d
@@ -477,7 +477,7 @@ class _Replay:
         for stage in PATHS[previous, target]:
             d[STAMP_OF[stage]] = at
             event = MOVED if stage == target else SKIPPED
-            self.history.append((event, previous, stage, at, self.by, None, ""))
+            self.history.append((event, previous, stage, at, self.by, None, "", self.now))
             previous = stage
         d["stage"] = target
         d["last_event_at"] = at
@@ -555,7 +555,14 @@ class _Replay:
         for name in domain.TRACKED_FIELDS:
             if name in before and before[name] != d[name]:
                 self.changes.append(
-                    (name, domain._display(before[name]), domain._display(d[name]), at, self.by)
+                    (
+                        name,
+                        domain._display(before[name]),
+                        domain._display(d[name]),
+                        at,
+                        self.by,
+                        self.now,
+                    )
                 )
 
     def add_round(self, held_at, proposed, discount):
@@ -599,8 +606,12 @@ class _Replay:
             "signed_at": None,
             "paid_at": None,
         }
-        # The domain stamps this change with the wall clock (it takes no moment).
-        self.changes.append(("final_value", "", domain._display(final_value), self.now, self.by))
+        # A new document (number left blank): each field logged as set from nothing, dated
+        # with the wall clock as the domain dates it (it takes no moment).
+        for name in domain.DOCUMENT_TRACKED_FIELDS:
+            value = self.document[name]
+            if value not in (None, ""):
+                self.changes.append((name, "", domain._display(value), self.now, self.by, self.now))
         d["version"] += 1
 
     def win(self, at):
@@ -611,13 +622,15 @@ class _Replay:
         self.not_before(at)
         if local_date(at) < document["issue_date"]:
             raise Refused
-        document["signed_at" if document["document_type"] == CONTRACT else "paid_at"] = at
+        closed_by = "signed_at" if document["document_type"] == CONTRACT else "paid_at"
+        document[closed_by] = at
         document["final_value_base"] = self.to_base(document["final_value"], at)
         d.update(
             status=WON, won_at=at, last_event_at=at, current_value_base=document["final_value_base"]
         )
         d["version"] += 1
-        self.history.append((WON_EVENT, d["stage"], d["stage"], at, self.by, None, ""))
+        self.history.append((WON_EVENT, d["stage"], d["stage"], at, self.by, None, "", self.now))
+        self.changes.append((closed_by, "", domain._display(at), at, self.by, self.now))
 
     def mark_lost(self, at):
         d, reason = self.d, self.refs["reason"]
@@ -635,4 +648,4 @@ class _Replay:
         )
         d["version"] += 1
         stage = d["stage"]
-        self.history.append((LOST_EVENT, stage, stage, at, self.by, reason.pk, ""))
+        self.history.append((LOST_EVENT, stage, stage, at, self.by, reason.pk, "", self.now))

@@ -492,7 +492,15 @@ class StageHistory(models.Model):
         _("from stage"), max_length=20, choices=Stage.choices, null=True, blank=True
     )
     to_stage = models.CharField(_("to stage"), max_length=20, choices=Stage.choices)
+    # ``at`` is the business moment, which a user may back-date ("the client agreed on
+    # Monday"); ``entered_at`` is when the server wrote the row, for the auditor.
     at = models.DateTimeField(_("at"))
+    entered_at = models.DateTimeField(
+        _("entered at"),
+        default=timezone.now,
+        editable=False,
+        help_text=_("When the row was written: the server's clock, never typed in."),
+    )
     by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         verbose_name=_("by"),
@@ -544,8 +552,8 @@ class StageHistory(models.Model):
 
 
 class DealChange(models.Model):
-    """An edit of a tracked deal field (value, discount, owner, expected close date...):
-    who changed it, when, from what to what."""
+    """An edit of a tracked deal field (value, discount, owner, expected close date...)
+    or of its closing document: who changed it, when, from what to what."""
 
     deal = models.ForeignKey(
         Deal, verbose_name=_("deal"), on_delete=models.CASCADE, related_name="changes"
@@ -553,7 +561,14 @@ class DealChange(models.Model):
     field = models.CharField(_("field"), max_length=50)
     old_value = models.TextField(_("old value"), blank=True)
     new_value = models.TextField(_("new value"), blank=True)
+    # As on StageHistory: ``at`` is the business moment, ``entered_at`` the write.
     at = models.DateTimeField(_("at"), default=timezone.now)
+    entered_at = models.DateTimeField(
+        _("entered at"),
+        default=timezone.now,
+        editable=False,
+        help_text=_("When the row was written: the server's clock, never typed in."),
+    )
     by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         verbose_name=_("by"),

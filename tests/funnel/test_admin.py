@@ -191,7 +191,9 @@ def test_the_deal_page_shows_its_related_rows_read_only(admin_client, one_of_eac
         NegotiationRound: 0,
         Activity: 0,
         StageHistory: 7,
-        DealChange: 3,
+        # agreed value and discount; the document's type, number, issue date and final
+        # value; its signing
+        DealChange: 7,
     }
 
 

@@ -3,9 +3,11 @@ domain path writes: the same file imported both ways leaves the same rows in eve
 table it touches, and reports the same outcome, line by line."""
 
 import pytest
+from django.utils import timezone
 
 from accounts.models import User
 from funnel import import_bulk
+from funnel.domain import DOCUMENT_TRACKED_FIELDS
 from funnel.models import (
     Channel,
     ClosingDocument,
@@ -195,11 +197,18 @@ def natural_keys():
     }
 
 
-def dump():
+def dump(run):
     """Every row the import wrote, ids replaced by natural keys, in a stable order.
-    Left out: what the wall clock stamps (a deal's updated_at, a company's created_at,
-    the final-value change's moment) and the users' join dates."""
+    Left out: what the wall clock stamps (a deal's updated_at, a company's created_at)
+    and the users' join dates. What the wall clock stamps on the logs (every row's
+    entered_at, the closing document's changes' moment) differs between two runs: it is
+    checked to lie within ``run`` (the import's start and end) instead."""
     keys = natural_keys()
+    started, ended = run
+
+    def during_run(moment):
+        assert started <= moment <= ended, (started, moment, ended)
+        return "during the run"
 
     def table(model, order, exclude=()):
         rows = []
@@ -219,8 +228,9 @@ def dump():
             for row in model.objects.order_by("id").values():
                 deal = keys["deal_id"][row.pop("deal_id")]
                 row.pop("id")
-                if model is DealChange and row["field"] == "final_value":
-                    row.pop("at")
+                row["entered_at"] = during_run(row["entered_at"])
+                if model is DealChange and row["field"] in DOCUMENT_TRACKED_FIELDS:
+                    row["at"] = during_run(row["at"])
                 for name in ("by_id", "lost_reason_id"):
                     if row.get(name) is not None:
                         row[name] = keys[name][row[name]]
@@ -270,12 +280,18 @@ def undo(before):
     Company.objects.filter(name="Kappa").update(industry="")
 
 
+def timed_import(text, **options):
+    started = timezone.now()
+    result = import_text(text, **options)
+    return result, (started, timezone.now())
+
+
 def both_ways(before, text, **options):
-    domain = import_text(text, bulk=False, **options)
-    written = dump()
+    by_domain, run = timed_import(text, bulk=False, **options)
+    written = dump(run)
     undo(before)
-    bulk = import_text(text, **options)
-    return domain, written, bulk, dump()
+    bulk, run = timed_import(text, **options)
+    return by_domain, written, bulk, dump(run)
 
 
 def test_the_bulk_path_writes_what_the_domain_path_writes(before, rep, monkeypatch):
@@ -304,6 +320,22 @@ def test_the_bulk_path_writes_what_the_domain_path_writes(before, rep, monkeypat
     assert len(written["offers"]) == 12
     assert {c["name"]: c["industry"] for c in written["companies"]}["Kappa"] == "Retail"
     assert sum(len(rows) for rows in written["history"].values()) > 19 * 2
+    # The closing documents and the wins are in the change log too, both ways.
+    logged = {
+        row["field"]
+        for (model, _), rows in written["history"].items()
+        if model == "DealChange"
+        for row in rows
+    }
+    assert logged == {
+        "agreed_value",
+        "discount_pct",
+        "document_type",
+        "issue_date",
+        "final_value",
+        "signed_at",
+        "paid_at",
+    }
 
 
 def test_refusals_and_rejection_are_the_same_both_ways(before):
