@@ -299,7 +299,18 @@ class StageHistorySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = StageHistory
-        fields = ["id", "event", "from_stage", "to_stage", "at", "by", "lost_reason", "note"]
+        # ``at`` is the business moment; ``entered_at`` when the server wrote the row.
+        fields = [
+            "id",
+            "event",
+            "from_stage",
+            "to_stage",
+            "at",
+            "entered_at",
+            "by",
+            "lost_reason",
+            "note",
+        ]
         read_only_fields = fields
 
 

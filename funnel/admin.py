@@ -186,9 +186,33 @@ class DealRowAdmin(ViewOnlyMixin, admin.ModelAdmin):
         return super().get_queryset(request).visible_to(request.user)
 
 
+# ``at`` is the business moment a user gave (it may be back-dated); ``entered_at`` is when
+# the server wrote the row. Both logs show both, side by side, and neither is editable.
+
+
 @admin.register(StageHistory)
 class StageHistoryAdmin(DealRowAdmin):
-    list_display = ("at", "deal", "event", "from_stage", "to_stage", "lost_reason", "by")
+    fields = (
+        "deal",
+        "event",
+        "from_stage",
+        "to_stage",
+        "at",
+        "entered_at",
+        "by",
+        "lost_reason",
+        "note",
+    )
+    list_display = (
+        "at",
+        "entered_at",
+        "deal",
+        "event",
+        "from_stage",
+        "to_stage",
+        "lost_reason",
+        "by",
+    )
     list_filter = ("event", "to_stage", ("lost_reason", admin.RelatedOnlyFieldListFilter))
     list_select_related = ("deal", "by", "lost_reason")
     date_hierarchy = "at"
@@ -196,7 +220,8 @@ class StageHistoryAdmin(DealRowAdmin):
 
 @admin.register(DealChange)
 class DealChangeAdmin(DealRowAdmin):
-    list_display = ("at", "deal", "field", "old_value", "new_value", "by")
+    fields = ("deal", "field", "old_value", "new_value", "at", "entered_at", "by")
+    list_display = ("at", "entered_at", "deal", "field", "old_value", "new_value", "by")
     list_filter = ("field",)
     list_select_related = ("deal", "by")
     date_hierarchy = "at"
@@ -257,6 +282,11 @@ class DealRowInline(ViewOnlyMixin, admin.TabularInline):
     def get_queryset(self, request):
         return super().get_queryset(request).select_related(*self.row_select_related)
 
+    def get_readonly_fields(self, request, obj=None):
+        # Every field is shown, none edited; naming them read-only lets the inline show
+        # fields no form may hold (``entered_at`` is not editable).
+        return self.fields
+
 
 class ClosingDocumentInline(DealRowInline):
     model = ClosingDocument
@@ -300,13 +330,13 @@ class ActivityInline(DealRowInline):
 
 class StageHistoryInline(DealRowInline):
     model = StageHistory
-    fields = ("at", "event", "from_stage", "to_stage", "lost_reason", "note", "by")
+    fields = ("at", "entered_at", "event", "from_stage", "to_stage", "lost_reason", "note", "by")
     row_select_related = ("by", "lost_reason")
 
 
 class DealChangeInline(DealRowInline):
     model = DealChange
-    fields = ("at", "field", "old_value", "new_value", "by")
+    fields = ("at", "entered_at", "field", "old_value", "new_value", "by")
     row_select_related = ("by",)
 
 

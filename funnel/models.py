@@ -1,6 +1,7 @@
 """The funnel's data: companies, contacts, channels, spend, deals and what each stage
 captures. Deals change only through the domain functions in ``funnel/domain.py``."""
 
+import datetime
 from decimal import Decimal
 
 from django.conf import settings
@@ -479,6 +480,17 @@ class StageEvent(models.TextChoices):
     WON = "won", _("Won")
 
 
+#: How far apart a row's business moment and its entry may be before the deal page shows
+#: both: a form takes a few seconds to submit, a back-dated entry hours or days.
+ENTERED_APART = datetime.timedelta(minutes=1)
+
+
+def entered_apart(row):
+    """A history or change-log row entered more than a minute away from the moment it
+    records (back-dated, typically): the deal page then shows when it was entered too."""
+    return abs(row.entered_at - row.at) > ENTERED_APART
+
+
 class StageHistory(models.Model):
     """The append-only log of stage entries and outcomes. A forward move writes one
     ``moved`` row and one ``skipped`` row per stage it passed, all with the same moment."""
@@ -546,6 +558,8 @@ class StageHistory(models.Model):
     def delete(self, *args, **kwargs):
         raise ValueError("Stage history is append-only: rows are never deleted.")
 
+    entered_apart = property(entered_apart)
+
     @property
     def skipped(self):
         return self.event == StageEvent.SKIPPED
@@ -587,6 +601,8 @@ class DealChange(models.Model):
 
     def __str__(self):
         return f"{self.field}: {self.old_value} → {self.new_value}"
+
+    entered_apart = property(entered_apart)
 
 
 class ActivityKind(models.TextChoices):
