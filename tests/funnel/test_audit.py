@@ -12,7 +12,7 @@ import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.urls import reverse
-from django.utils import formats, timezone
+from django.utils import formats, timezone, translation
 
 from funnel import domain
 from funnel.domain import StaleDealError
@@ -605,6 +605,8 @@ def test_the_entered_time_is_translated(client, clock, rep, manager):
     client.force_login(manager)
     client.cookies["django_language"] = "pl"
 
-    html = client.get(f"/deals/{deal.pk}/").content.decode()
+    # The request activates Polish for this thread: leave the language as it was.
+    with translation.override(translation.get_language()):
+        html = client.get(f"/deals/{deal.pk}/").content.decode()
 
     assert '<span class="entered-at">(wprowadzono <time' in html
