@@ -14,6 +14,7 @@ import threading
 from collections import defaultdict
 from decimal import Decimal
 
+from django.db import connection
 from django.db.models import Count, DateField, F, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Trunc
 
@@ -21,7 +22,7 @@ from accounts.models import Role, Team, User
 from funnel import stages
 from funnel.models import Activity, Deal, StageHistory
 from funnel.stages import Status
-from kpis.families import FAMILIES, SLICE_FIELDS, group_by
+from kpis.families import FAMILIES, SLICE_FIELDS
 from kpis.models import Forecast, ForecastKind, KpiSnapshot, StageSetting, Target
 from kpis.periods import Grain, Period, local_midnight, tz
 from kpis.spend import sales_cost_by_period
@@ -540,22 +541,27 @@ def open_now(now):
     )
     per_slice = defaultdict(lambda: defaultdict(lambda: [0, Decimal(0), 0]))
     per_slice["company"]  # always present, even with no open deal
-    for slice_type in ("company", *SLICE_FIELDS):
-        group = ["stage"]
-        qs = base
-        if slice_type != "company":
-            qs = group_by(qs, "_slice", SLICE_FIELDS[slice_type])
-            group.append("_slice")
-        for row in (
-            qs.order_by()
-            .values(*group)
-            .annotate(
-                n=Count("pk"),
-                value=Sum("current_value_base"),
-                stalled=Count("pk", filter=stalled) if limits else Count("pk", filter=Q(pk__in=[])),
-            )
-        ):
-            key = "company" if slice_type == "company" else f"{slice_type}:{row['_slice']}"
+    # One query grouped by every slice column at once (the open deals' stalled test
+    # runs once per deal), rolled up into the slices here: a few rows per owner.
+    columns = {f"_s_{slice_type}": F(path) for slice_type, path in SLICE_FIELDS.items()}
+    rows = (
+        base.annotate(**columns)
+        .order_by()
+        .values("stage", *columns)
+        .annotate(
+            n=Count("pk"),
+            value=Sum("current_value_base"),
+            stalled=Count("pk", filter=stalled) if limits else Count("pk", filter=Q(pk__in=[])),
+        )
+    )
+    for row in rows:
+        keys = ["company"]
+        keys += [
+            f"{slice_type}:{row[f'_s_{slice_type}']}"
+            for slice_type in SLICE_FIELDS
+            if row[f"_s_{slice_type}"] not in (None, "")
+        ]
+        for key in keys:
             entry = per_slice[key][row["stage"]]
             entry[0] += row["n"]
             entry[1] += row["value"] or 0
@@ -605,15 +611,23 @@ def stall_limits(now):
             out[stage] = explicit[stage]
             continue
         family = FAMILIES[f"stay_{stage}"]
-        values = [
-            _days(v)
-            for v in family.in_range(since, now)
-            .annotate(_stay=family.medians["days"])
-            .order_by()
-            .values_list("_stay", flat=True)
-        ]
-        out[stage] = float(2 * statistics.median(values)) if values else None
+        median = median_days(family.in_range(since, now), family.medians["days"])
+        out[stage] = float(2 * median) if median is not None else None
     return out
+
+
+def median_days(queryset, expression):
+    """The median of a duration ``expression`` over ``queryset``, in days (None when
+    there are no rows): computed by the database on PostgreSQL, here on SQLite."""
+    queryset = queryset.annotate(_value=expression).order_by()
+    if connection.vendor == "postgresql":
+        inner, params = queryset.values("_value").query.sql_with_params()
+        sql = f'SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY "_value") FROM ({inner}) AS t'
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return _days(cursor.fetchone()[0])
+    values = [_days(v) for v in queryset.values_list("_value", flat=True)]
+    return statistics.median(values) if values else None
 
 
 def compute(grain, periods, measures, spend, now, computed_at):

@@ -94,6 +94,42 @@ def stay_exit(stage):
     )
 
 
+#: The longest range a family's ``narrow`` condition is used for: the days, weeks and
+#: months an incremental recompute takes. Over a quarter or a year, PostgreSQL scans the
+#: rows once faster than it looks up the range's rows by index (measured at 100,000
+#: deals: the year's first-offer query took 4.9 s narrowed, 1.2 s scanned).
+NARROW_SPAN = datetime.timedelta(days=62)
+
+
+def within(path, start_at, end_at):
+    """``path`` falls in [start_at, end_at)."""
+    return Q(**{f"{path}__gte": start_at, f"{path}__lt": end_at})
+
+
+def any_within(*paths):
+    """A ``Family.narrow``: one of ``paths`` falls in the range (a moment derived by
+    COALESCE or CASE from these columns is one of them)."""
+
+    def narrow(start_at, end_at):
+        q = Q(pk__in=[])
+        for path in paths:
+            q |= within(path, start_at, end_at)
+        return q
+
+    return narrow
+
+
+def has_row_within(model, path, **conditions):
+    """A ``Family.narrow`` for a deal keyed by the first of its rows of ``model``: it has
+    such a row in the range."""
+
+    def narrow(start_at, end_at):
+        rows = model.objects.filter(within(path, start_at, end_at), **conditions)
+        return Q(pk__in=rows.values("deal_id"))
+
+    return narrow
+
+
 def first_sent_offer(column):
     return Subquery(
         Offer.objects.filter(deal=OuterRef("pk"), sent_at__isnull=False)
@@ -148,6 +184,11 @@ class Family:
     breakdowns: tuple = ()
     # measure name -> value expression, for medians (computed from the values)
     medians: dict = field(default_factory=dict)
+    # When the moment is derived (a subquery, a COALESCE), a function of the range
+    # returning a condition on indexed columns that every row of the range satisfies:
+    # the database finds a short range's rows by index instead of deriving every row's
+    # moment (``NARROW_SPAN``). It only narrows; the moment itself still decides.
+    narrow: object = None
 
     def base(self):
         qs = self.model.objects.all()
@@ -157,7 +198,10 @@ class Family:
         return qs.annotate(_moment=date).filter(self.where, _moment__isnull=False)
 
     def in_range(self, start_at, end_at):
-        return self.base().filter(_moment__gte=start_at, _moment__lt=end_at)
+        qs = self.base().filter(_moment__gte=start_at, _moment__lt=end_at)
+        if self.narrow is not None and end_at - start_at <= NARROW_SPAN:
+            qs = qs.filter(self.narrow(start_at, end_at))
+        return qs
 
     def slice_field(self, slice_type):
         return self.deal_prefix + SLICE_FIELDS[slice_type]
@@ -340,6 +384,7 @@ def _stage_families():
             model=Deal,
             date="_exit",
             annotations={"_exit": stay_exit(stage)},
+            narrow=any_within(stages.stamp_field(nxt) if nxt else "won_at", "lost_at"),
             where=Q(**{f"{stamp}__isnull": False}) & ~skipped_q(stage),
             measures={"n": _count(), "days": _sum(stay)},
             medians={"days": stay},
@@ -395,6 +440,7 @@ FAMILIES = {
         model=Deal,
         date="_first_activity",
         annotations={"_first_activity": first_needs_activity()},
+        narrow=has_row_within(Activity, "held_at", kind__in=NEEDS_ACTIVITY_KINDS),
         measures={
             "n": _count(),
             "offer": _count(Q(entered_offer_at__isnull=False)),
@@ -426,6 +472,7 @@ FAMILIES = {
             ),
         },
         where=~skipped_q(Stage.OFFER),
+        narrow=has_row_within(Offer, "sent_at"),
         measures={
             "n": _count(),
             "accepted": _count(Q(_accepted=True)),
@@ -446,6 +493,7 @@ FAMILIES = {
             ),
         },
         where=Q(entered_offer_at__isnull=False) & ~skipped_q(Stage.OFFER),
+        narrow=any_within("entered_negotiation_at", "lost_at"),
         measures={
             "n": _count(),
             "versions": _sum(Coalesce(versions_sent_by("_left_offer"), Value(0))),
@@ -478,6 +526,7 @@ FAMILIES = {
             ),
         },
         where=Q(sent_at__isnull=False) & ~skipped_q(Stage.OFFER, prefix="deal__"),
+        narrow=any_within("responded_at", "deal__entered_negotiation_at"),
         measures={"n": _count(), "days": _sum(duration("_response", "sent_at"))},
     ),
     "negotiation_end": Family(
@@ -493,6 +542,7 @@ FAMILIES = {
             "_rounds": Coalesce(rounds_count(), Value(0)),
         },
         where=Q(entered_negotiation_at__isnull=False) & ~skipped_q(Stage.NEGOTIATION),
+        narrow=any_within("entered_closing_at", "lost_at"),
         measures={
             "n": _count(),
             "success": _count(Q(entered_closing_at__isnull=False)),

@@ -99,18 +99,22 @@ from funnel.models import Deal
 from funnel.stages import Stage
 from kpis.models import KpiSnapshot
 from kpis.periods import Period, today
-period = Period.containing("day", today())
-def qualified():
-    snap = KpiSnapshot.objects.filter(kpi="qualified_leads", grain="day", period_start=period.start, slice="company").first()
+def qualified(grain):
+    period = Period.containing(grain, today())
+    snap = KpiSnapshot.objects.filter(kpi="qualified_leads", grain=grain, period_start=period.start, slice="company").first()
     return snap.value if snap else 0
-before = qualified()
+before = {grain: qualified(grain) for grain in ("day", "year")}
 deal = Deal.objects.open().filter(stage=Stage.QUALIFICATION).order_by("-entered_qualification_at").first()
 with transaction.atomic():
     domain.move_forward(deal, Stage.NEEDS, by=None)
 t = time.perf_counter()
-while qualified() == before and time.perf_counter() - t < 600:
-    time.sleep(0.05)
-print("RESULT " + json.dumps({"latency_s": time.perf_counter() - t}))
+out = {}
+# The day grain is recomputed (and committed) first, the year last.
+for grain, name in (("day", "latency_s"), ("year", "latency_all_s")):
+    while qualified(grain) == before[grain] and time.perf_counter() - t < 600:
+        time.sleep(0.05)
+    out[name] = time.perf_counter() - t
+print("RESULT " + json.dumps(out))
 """
 
 
@@ -253,7 +257,12 @@ def main():
         f"one transition end to end:          {figures['transition_s'] * 1000:8.0f} ms "
         f"({figures['transition_dirty_days']} dirty days; goal < 100 ms)"
     )
-    print(f"commit -> snapshot via Redis worker: {latency['latency_s']:8.2f} s (goal < 5 s)")
+    print(
+        f"commit -> snapshot via Redis worker: {latency['latency_s']:8.2f} s (goal < 5 s; day grain)"
+    )
+    print(
+        f"commit -> every grain updated:       {latency['latency_all_s']:8.2f} s (year grain last)"
+    )
     for count, figures_n in fanout.items():
         ratio = figures_n["fanout_s"] / fanout[1]["fanout_s"]
         print(
