@@ -42,14 +42,30 @@ def get(mapping, key):
     return mapping.get(key) if mapping else None
 
 
-@register.filter
-def change_field(name):
-    """The translated label of a field named in the change log."""
+def _logged_field(name):
+    """The model field a change-log row names (a deal's or its closing document's)."""
     from funnel.models import ClosingDocument, Deal
 
     for model in (Deal, ClosingDocument):
         try:
-            return model._meta.get_field(name).verbose_name
+            return model._meta.get_field(name)
         except FieldDoesNotExist:
             continue
-    return name
+    return None
+
+
+@register.filter
+def change_field(name):
+    """The translated label of a field named in the change log."""
+    field = _logged_field(name)
+    return field.verbose_name if field is not None else name
+
+
+@register.filter
+def change_value(value, name):
+    """A logged value as the user knows it: a choice's translated label ("Contract",
+    "Umowa") instead of its stored code; anything else as stored."""
+    field = _logged_field(name)
+    if value and field is not None and field.choices:
+        return dict(field.flatchoices).get(value, value)
+    return value

@@ -610,3 +610,29 @@ def test_the_entered_time_is_translated(client, clock, rep, manager):
         html = client.get(f"/deals/{deal.pk}/").content.decode()
 
     assert '<span class="entered-at">(wprowadzono <time' in html
+
+
+def test_the_change_log_shows_a_document_type_by_its_label(client, clock, rep, manager):
+    deal = in_closing(rep)
+    document(deal, rep)
+    clock.advance(minutes=5)
+    document(deal, manager, document_type="proforma", days=2)
+    client.force_login(manager)
+
+    html = client.get(f"/deals/{deal.pk}/").content.decode()
+    client.cookies["django_language"] = "pl"
+    with translation.override(translation.get_language()):
+        polish = client.get(f"/deals/{deal.pk}/").content.decode()
+
+    def shown(page):
+        rows = page.split('data-field="document_type"')[1:]
+        return [
+            (
+                row.split('class="old-value">', 1)[1].split("<", 1)[0],
+                row.split('class="new-value">', 1)[1].split("<", 1)[0],
+            )
+            for row in rows
+        ]
+
+    assert shown(html) == [("Contract", "Pro-forma invoice"), ("—", "Contract")]
+    assert shown(polish) == [("Umowa", "Faktura pro forma"), ("—", "Umowa")]
