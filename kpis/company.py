@@ -9,11 +9,11 @@ team and rep), never a loop over deals. Definitions: docs/kpis.md, "Company leve
 
 import contextlib
 import datetime
-import statistics
 import threading
 from collections import defaultdict
 from decimal import Decimal
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connection
 from django.db.models import Count, DateField, F, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Trunc
@@ -618,16 +618,43 @@ def stall_limits(now):
 
 def median_days(queryset, expression):
     """The median of a duration ``expression`` over ``queryset``, in days (None when
-    there are no rows): computed by the database on PostgreSQL, here on SQLite."""
+    there are no rows)."""
+    return percentile_days(queryset, expression, 50)
+
+
+def percentile_days(queryset, expression, pct, min_rows=1):
+    """The ``pct`` percentile (linear interpolation between closest ranks, as numpy's
+    default and PostgreSQL's ``percentile_cont``) of a duration ``expression`` over
+    ``queryset``, in days; None when there are fewer than ``min_rows`` rows. One query,
+    the percentile computed by the database on PostgreSQL, here on SQLite."""
     queryset = queryset.annotate(_value=expression).order_by()
     if connection.vendor == "postgresql":
-        inner, params = queryset.values("_value").query.sql_with_params()
-        sql = f'SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY "_value") FROM ({inner}) AS t'
+        try:
+            inner, params = queryset.values("_value").query.sql_with_params()
+        except EmptyResultSet:  # a condition no row can meet (``.none()``, ``pk__in=[]``)
+            return None
+        fraction = float(pct) / 100
+        sql = (
+            f'SELECT count(*), percentile_cont({fraction!r}) WITHIN GROUP (ORDER BY "_value") '
+            f"FROM ({inner}) AS t"
+        )
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
-            return _days(cursor.fetchone()[0])
+            count, value = cursor.fetchone()
+        return _days(value) if count >= min_rows else None
     values = [_days(v) for v in queryset.values_list("_value", flat=True)]
-    return statistics.median(values) if values else None
+    return percentile(values, pct) if len(values) >= min_rows else None
+
+
+def percentile(values, pct):
+    """Linear interpolation between closest ranks (numpy's default); None when empty."""
+    values = sorted(values)
+    if not values:
+        return None
+    position = (len(values) - 1) * Decimal(pct) / 100
+    low = int(position)
+    high = min(low + 1, len(values) - 1)
+    return values[low] + (values[high] - values[low]) * (position - low)
 
 
 def compute(grain, periods, measures, spend, now, computed_at):
