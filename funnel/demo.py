@@ -75,7 +75,7 @@ from funnel.models import (
 )
 from funnel.money import CENT, base_currency, local_date, quantize
 from funnel.stages import STAMP_FIELDS, Status
-from kpis.dirty import days_since, mark_days
+from kpis.dirty import batched, days_since, mark_days
 from kpis.periods import today
 
 DEMO_PASSWORD = "lejek-demo"
@@ -1234,11 +1234,15 @@ class DomainExecutor:
 
     def run(self, plan, progress=None):
         done = 0
-        for deal_plan in plan.deals():
-            self.run_deal(deal_plan)
-            done += 1
-            if progress and done % CHUNK_DEALS == 0:
-                progress(done)
+        # The dirty marks of every domain call written once at the end, as an import
+        # does (kpis.dirty.batched): the year's back-dated events would each mark every
+        # day from their moment to today.
+        with batched():
+            for deal_plan in plan.deals():
+                self.run_deal(deal_plan)
+                done += 1
+                if progress and done % CHUNK_DEALS == 0:
+                    progress(done)
         return done
 
     def run_deal(self, deal_plan):
