@@ -5,7 +5,9 @@ in memory and write the rows those functions would write, column by column."""
 from funnel.money import CENT
 from funnel.stages import Stage, Status
 
-#: Rows per INSERT where COPY is not available (SQLite).
+#: Rows per INSERT where COPY is not available (SQLite). Django lowers it further to
+#: stay under SQLite's 999 parameters (22 deals or 124 history rows per statement);
+#: larger statements only grow the parse cost.
 INSERT_BATCH_SIZE = 500
 
 # The columns each replay writes, in the order its row tuples hold them. ``entered_at``

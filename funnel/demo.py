@@ -88,10 +88,6 @@ DEFAULT_SEED = 1
 # little, smaller ones add round trips.
 CHUNK_DEALS = 5_000
 
-# Rows per INSERT on the bulk_create path (SQLite). Django lowers it further to stay
-# under SQLite's 999 parameters (22 deals or 124 history rows per statement); larger
-# statements only grow the parse cost.
-
 # Companies (and their contacts) generated and written together: bounded memory for
 # the 200,000 companies of a million-deal year.
 CHUNK_COMPANIES = 20_000
@@ -1385,6 +1381,11 @@ class _Replay:
         self.history = self.rows[StageHistory].append
         self.changes = self.rows[DealChange].append
 
+    def log_changes(self, before, current, fields, at, by):
+        """The change-log rows ``domain.changed`` finds (``current``: a dict)."""
+        for name, old, new in domain.changed(before, current.__getitem__, fields):
+            self.changes((self.id, name, old, new, at, by, self.now))
+
     def run_deal(self, deal_plan, deal_id):
         self.id = deal_id
         self.offers, self.round_count, self.document = [], 0, None
@@ -1508,10 +1509,7 @@ class _Replay:
         )
         d["version"] += 1
         self.history((self.id, WON_EVENT, d["stage"], d["stage"], at, by, None, "", self.now))
-        if before != at:
-            self.changes(
-                (self.id, closed_by, domain._display(before), domain._display(at), at, by, self.now)
-            )
+        self.log_changes({closed_by: before}, document, [closed_by], at, by)
 
     def agree_terms(self, at, by, *, agreed_value, discount_pct=None):
         d = self.d
@@ -1523,19 +1521,7 @@ class _Replay:
         d["agreed_at"] = d["last_event_at"] = at
         d["current_value_base"] = self.current_value()
         d["version"] += 1
-        for name in domain.TRACKED_FIELDS:
-            if name in before and before[name] != d[name]:
-                self.changes(
-                    (
-                        self.id,
-                        name,
-                        domain._display(before[name]),
-                        domain._display(d[name]),
-                        at,
-                        by,
-                        self.now,
-                    )
-                )
+        self.log_changes(before, d, domain.TRACKED_FIELDS, at, by)
 
     def start_offer(self, at, by, *, value, notes=""):
         d = self.d
@@ -1598,7 +1584,7 @@ class _Replay:
     def save_closing_document(self, at, by, *, document_type, issue_date, final_value, number=""):
         final_value = cents(final_value)
         if self.document is None:
-            before = {**dict.fromkeys(domain.DOCUMENT_TRACKED_FIELDS), "number": ""}
+            before = domain.NO_DOCUMENT
             self.document = {"deal_id": self.id, "signed_at": None, "paid_at": None}
         else:
             before = {name: self.document[name] for name in domain.DOCUMENT_TRACKED_FIELDS}
@@ -1610,22 +1596,9 @@ class _Replay:
             final_value=final_value,
             final_value_base=self.to_base(final_value, self.d["currency"], issue_date),
         )
-        for name in domain.DOCUMENT_TRACKED_FIELDS:
-            if before[name] != document[name]:
-                # The domain function dates this change with the wall clock (it takes no
-                # moment); the plan's moment keeps the demo's change log in order. It
-                # was entered now, as every row of the run.
-                self.changes(
-                    (
-                        self.id,
-                        name,
-                        domain._display(before[name]),
-                        domain._display(document[name]),
-                        at,
-                        by,
-                        self.now,
-                    )
-                )
+        # The domain function dates this change with the wall clock (it takes no
+        # moment); the plan's moment keeps the demo's change log in order.
+        self.log_changes(before, document, domain.DOCUMENT_TRACKED_FIELDS, at, by)
         self.d["version"] += 1
 
 

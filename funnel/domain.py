@@ -236,21 +236,30 @@ def _display(value):
     return str(value)
 
 
+def changed(before, current, fields):
+    """[(field, old, new)] as the change log shows them, for each of ``fields`` whose
+    value now (``current(name)``) differs from ``before``. The one rule of what is
+    logged, for these functions and the bulk replays (funnel/demo.py, import_bulk.py)."""
+    return [
+        (name, _display(before[name]), _display(current(name)))
+        for name in fields
+        if name in before and before[name] != current(name)
+    ]
+
+
+#: A closing document's logged fields before it exists: a new document's are logged as
+#: set from nothing.
+NO_DOCUMENT = {**dict.fromkeys(DOCUMENT_TRACKED_FIELDS), "number": ""}
+
+
 def _changes(deal, obj, before, fields, *, by, at, entered_at):
     """The change-log rows for the ``fields`` of ``obj`` (the deal or its closing
     document) that differ from ``before``."""
     return [
         DealChange(
-            deal=deal,
-            field=name,
-            old_value=_display(before[name]),
-            new_value=_display(getattr(obj, name)),
-            by=by,
-            at=at,
-            entered_at=entered_at,
+            deal=deal, field=name, old_value=old, new_value=new, by=by, at=at, entered_at=entered_at
         )
-        for name in fields
-        if name in before and before[name] != getattr(obj, name)
+        for name, old, new in changed(before, lambda name: getattr(obj, name), fields)
     ]
 
 
@@ -793,8 +802,7 @@ def save_closing_document(
             },
         )
         if created:
-            # A new document: each of its fields is logged as set from nothing.
-            before = {**dict.fromkeys(DOCUMENT_TRACKED_FIELDS), "number": ""}
+            before = NO_DOCUMENT
         else:
             before = {name: getattr(document, name) for name in DOCUMENT_TRACKED_FIELDS}
         document.document_type = document_type

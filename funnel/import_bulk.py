@@ -55,7 +55,6 @@ from kpis import dirty
 #: New deals replayed before they are written: one id reservation and one COPY (or a few
 #: INSERTs) per table each; memory stays bounded on a file of any size.
 CHUNK_DEALS = 2_000
-#: Rows per INSERT on the bulk_create path (SQLite lowers it to its parameter limit).
 
 # Plain strings: rows hold database values, not enum members.
 LEAD, OFFER, NEGOTIATION, CLOSING = (
@@ -369,6 +368,11 @@ class _Replay:
         if at < self.d["last_event_at"]:
             raise Refused
 
+    def log_changes(self, before, current, fields, at):
+        """The change-log rows ``domain.changed`` finds (``current``: a dict)."""
+        for name, old, new in domain.changed(before, current.__getitem__, fields):
+            self.changes.append((name, old, new, at, self.by, self.now))
+
     def current_value(self):
         d = self.d
         if d["status"] == WON:
@@ -552,18 +556,7 @@ class _Replay:
         d["agreed_at"] = d["last_event_at"] = at
         d["current_value_base"] = self.current_value()
         d["version"] += 1
-        for name in domain.TRACKED_FIELDS:
-            if name in before and before[name] != d[name]:
-                self.changes.append(
-                    (
-                        name,
-                        domain._display(before[name]),
-                        domain._display(d[name]),
-                        at,
-                        self.by,
-                        self.now,
-                    )
-                )
+        self.log_changes(before, d, domain.TRACKED_FIELDS, at)
 
     def add_round(self, held_at, proposed, discount):
         d = self.d
@@ -606,12 +599,11 @@ class _Replay:
             "signed_at": None,
             "paid_at": None,
         }
-        # A new document (number left blank): each field logged as set from nothing, dated
-        # with the wall clock as the domain dates it (it takes no moment).
-        for name in domain.DOCUMENT_TRACKED_FIELDS:
-            value = self.document[name]
-            if value not in (None, ""):
-                self.changes.append((name, "", domain._display(value), self.now, self.by, self.now))
+        # A new document (number left blank), dated with the wall clock as the domain
+        # dates it (it takes no moment).
+        self.log_changes(
+            domain.NO_DOCUMENT, self.document, domain.DOCUMENT_TRACKED_FIELDS, self.now
+        )
         d["version"] += 1
 
     def win(self, at):
@@ -630,7 +622,7 @@ class _Replay:
         )
         d["version"] += 1
         self.history.append((WON_EVENT, d["stage"], d["stage"], at, self.by, None, "", self.now))
-        self.changes.append((closed_by, "", domain._display(at), at, self.by, self.now))
+        self.log_changes({closed_by: None}, document, [closed_by], at)
 
     def mark_lost(self, at):
         d, reason = self.d, self.refs["reason"]
