@@ -491,6 +491,17 @@ def entered_apart(row):
     return abs(row.entered_at - row.at) > ENTERED_APART
 
 
+def entered_at_field():
+    """``entered_at`` of a history or change-log row: when the server wrote it, beside
+    the business moment ``at`` it records."""
+    return models.DateTimeField(
+        _("entered at"),
+        default=timezone.now,
+        editable=False,
+        help_text=_("When the row was written: the server's clock, never typed in."),
+    )
+
+
 class StageHistory(models.Model):
     """The append-only log of stage entries and outcomes. A forward move writes one
     ``moved`` row and one ``skipped`` row per stage it passed, all with the same moment."""
@@ -507,12 +518,7 @@ class StageHistory(models.Model):
     # ``at`` is the business moment, which a user may back-date ("the client agreed on
     # Monday"); ``entered_at`` is when the server wrote the row, for the auditor.
     at = models.DateTimeField(_("at"))
-    entered_at = models.DateTimeField(
-        _("entered at"),
-        default=timezone.now,
-        editable=False,
-        help_text=_("When the row was written: the server's clock, never typed in."),
-    )
+    entered_at = entered_at_field()
     by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         verbose_name=_("by"),
@@ -577,12 +583,7 @@ class DealChange(models.Model):
     new_value = models.TextField(_("new value"), blank=True)
     # As on StageHistory: ``at`` is the business moment, ``entered_at`` the write.
     at = models.DateTimeField(_("at"), default=timezone.now)
-    entered_at = models.DateTimeField(
-        _("entered at"),
-        default=timezone.now,
-        editable=False,
-        help_text=_("When the row was written: the server's clock, never typed in."),
-    )
+    entered_at = entered_at_field()
     by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         verbose_name=_("by"),

@@ -1,0 +1,63 @@
+"""``Family.narrow`` only narrows: for a short range, the rows a family finds by index
+are exactly the rows its derived moment places in the range."""
+
+import dataclasses
+import datetime
+from decimal import Decimal
+
+import pytest
+
+from funnel import domain
+from funnel.models import ActivityKind
+from funnel.stages import Stage
+from kpis.families import FAMILIES, NARROW_SPAN
+from kpis.periods import Period
+from tests.factories import days_ago, deal_in_stage, lost_reason, won_deal
+
+NARROWED = sorted(name for name, family in FAMILIES.items() if family.narrow is not None)
+
+
+@pytest.fixture
+def deals(rep):
+    """Deals that reach each derived moment by each of its branches: moving on, being
+    lost, an offer answered by the client or by the move to negotiation."""
+    won_deal(rep, start_days_ago=40)
+    lost_at_offer = deal_in_stage(rep, Stage.OFFER, start_days_ago=30)
+    offer = domain.start_offer(lost_at_offer, value=Decimal("9000"), by=rep, at=days_ago(26))
+    domain.send_offer(offer, by=rep, at=days_ago(25))
+    domain.reject_offer(offer, by=rep, at=days_ago(24))
+    domain.mark_lost(lost_at_offer, lost_reason("price"), by=rep, at=days_ago(23))
+    lost_in_negotiation = deal_in_stage(rep, Stage.NEGOTIATION, start_days_ago=20)
+    domain.mark_lost(lost_in_negotiation, lost_reason("price"), by=rep, at=days_ago(12))
+    needs = deal_in_stage(rep, Stage.NEEDS, start_days_ago=15)
+    domain.log_activity(needs, kind=ActivityKind.MEETING, held_at=days_ago(10), by=rep)
+
+
+def rows(family, period):
+    return set(family.in_range(period.start_at, period.end_at).values_list("pk", flat=True))
+
+
+@pytest.mark.parametrize("name", NARROWED)
+def test_a_narrowed_family_finds_the_same_rows_in_every_short_range(deals, name):
+    family = FAMILIES[name]
+    unnarrowed = dataclasses.replace(family, narrow=None)
+    found = 0
+    for days in range(45, -1, -1):
+        for grain in ("day", "week"):
+            period = Period.containing(grain, days_ago(days).date())
+            assert period.end_at - period.start_at <= NARROW_SPAN
+            assert rows(family, period) == rows(unnarrowed, period), (grain, period.start)
+        found += len(rows(family, Period.containing("day", days_ago(days).date())))
+    # Every narrowed family had rows to find here: the comparison is not of empty sets.
+    assert found > 0
+
+
+def test_only_ranges_up_to_the_narrow_span_are_narrowed():
+    family = FAMILIES["first_offer"]
+    unnarrowed = dataclasses.replace(family, narrow=None)
+    today = datetime.date(2026, 3, 11)
+    for grain, narrowed in (("day", True), ("month", True), ("quarter", False), ("year", False)):
+        period = Period.containing(grain, today)
+        sql = str(family.in_range(period.start_at, period.end_at).query)
+        plain = str(unnarrowed.in_range(period.start_at, period.end_at).query)
+        assert (sql != plain) is narrowed, grain
