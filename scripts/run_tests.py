@@ -55,33 +55,28 @@ def main(extra):
         postgres_server() as database_url,
         redis_server() as redis_sqlite,
         redis_server() as redis_postgres,
+        tempfile.TemporaryFile() as log,
     ):
-        sqlite_args = ["-m", "not postgres", "-o", "cache_dir=.pytest_cache/sqlite", *extra]
-        postgres_args = ["-m", "not browser", "-o", "cache_dir=.pytest_cache/postgres", *extra]
+        sqlite_run = start(
+            ["-m", "not postgres", "-o", "cache_dir=.pytest_cache/sqlite", *extra],
+            None if serial else log,
+            LEJEK_TEST_REDIS_URL=redis_sqlite.url,
+        )
         if serial:
-            sqlite = finish(start(sqlite_args, LEJEK_TEST_REDIS_URL=redis_sqlite.url))
-            postgres = finish(
-                start(
-                    postgres_args,
-                    DATABASE_URL=database_url,
-                    LEJEK_TEST_REDIS_URL=redis_postgres.url,
-                )
+            sqlite = finish(sqlite_run)
+        postgres = finish(
+            start(
+                ["-m", "not browser", "-o", "cache_dir=.pytest_cache/postgres", *extra],
+                DATABASE_URL=database_url,
+                LEJEK_TEST_REDIS_URL=redis_postgres.url,
             )
-        else:
-            with tempfile.TemporaryFile() as log:
-                sqlite_proc = start(sqlite_args, log, LEJEK_TEST_REDIS_URL=redis_sqlite.url)
-                postgres = finish(
-                    start(
-                        postgres_args,
-                        DATABASE_URL=database_url,
-                        LEJEK_TEST_REDIS_URL=redis_postgres.url,
-                    )
-                )
-                sqlite = finish(sqlite_proc)
-                log.seek(0)
-                print("\n--- SQLite run ---", flush=True)
-                sys.stdout.buffer.write(log.read())
-                sys.stdout.flush()
+        )
+        if not serial:
+            sqlite = finish(sqlite_run)
+            log.seek(0)
+            print("\n--- SQLite run ---", flush=True)
+            sys.stdout.buffer.write(log.read())
+            sys.stdout.flush()
     print(f"\nSQLite run: exit {sqlite}; PostgreSQL run: exit {postgres}")
     # pytest exits 5 when it collected nothing: that is a failure of the suite too.
     return 0 if sqlite == postgres == 0 else 1
