@@ -114,6 +114,18 @@ def seeded_rows(transactional_db):
 
 
 @pytest.fixture(autouse=True)
+def _seed_committing_tests(request):
+    """Every test that commits gets ``seeded_rows``, so no test depends on the order the
+    transactional tests ran in."""
+    marker = request.node.get_closest_marker("django_db")
+    commits = marker is not None and (
+        marker.kwargs.get("transaction") or (marker.args and marker.args[0])
+    )
+    if commits or {"transactional_db", "live_server"} & set(request.fixturenames):
+        request.getfixturevalue("seeded_rows")
+
+
+@pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
     # The production hasher is deliberately slow; tests create many users.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -71,12 +71,9 @@ class ChannelFactory(factory.django.DjangoModelFactory):
 
 
 def lost_reason(code="price"):
-    """A seeded lost reason (created again when a transactional test, such as a browser
-    test on the live server, flushed the migration's rows)."""
-    reason, _ = LostReason.objects.get_or_create(
-        code=code, defaults={"name_en": code.replace("_", " ").capitalize(), "name_pl": code}
-    )
-    return reason
+    """One of the lost reasons the data migration seeds (tests/conftest.py re-seeds them
+    for tests that commit)."""
+    return LostReason.objects.get(code=code)
 
 
 def days_ago(days, hour=12):

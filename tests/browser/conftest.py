@@ -35,12 +35,6 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.browser)
 
 
-@pytest.fixture(autouse=True)
-def _seeded_rows(seeded_rows):
-    """The live server's tests flush the database when they end: seed the data
-    migrations' rows again before each, so that the order of the tests does not matter."""
-
-
 @pytest.fixture(scope="session")
 def chromium():
     path = os.environ.get("LEJEK_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"

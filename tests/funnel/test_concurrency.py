@@ -290,7 +290,6 @@ def _race(work, copies):
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.usefixtures("seeded_rows")
 def test_two_connections_saving_one_version_at_once_let_exactly_one_win(on_postgres, rep):
     deal = deal_in_stage(rep, Stage.NEEDS)
     copies = [Deal.objects.get(pk=deal.pk) for _ in range(2)]
@@ -316,7 +315,6 @@ def test_two_connections_saving_one_version_at_once_let_exactly_one_win(on_postg
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.usefixtures("seeded_rows")
 def test_two_concurrent_moves_of_one_deal_write_one_moved_row(on_postgres, rep):
     deal = deal_in_stage(rep, Stage.LEAD)
     copies = [Deal.objects.get(pk=deal.pk) for _ in range(2)]
@@ -340,7 +338,6 @@ def test_two_concurrent_moves_of_one_deal_write_one_moved_row(on_postgres, rep):
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.usefixtures("seeded_rows")
 def test_two_concurrent_new_offer_versions_get_consecutive_numbers(on_postgres, rep):
     deal = deal_in_stage(rep, Stage.OFFER)
     copies = [Deal.objects.get(pk=deal.pk) for _ in range(2)]

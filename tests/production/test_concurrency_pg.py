@@ -25,7 +25,6 @@ from tests.funnel.test_transitions import events
 pytestmark = [
     pytest.mark.postgres,
     pytest.mark.django_db(transaction=True),
-    pytest.mark.usefixtures("seeded_rows"),
 ]
 
 
