@@ -1,12 +1,28 @@
 """The deals behind a number: for a KPI, a period and a slice, the deals counted in its
 numerator and in its denominator. Reports link every value here; the rows come from the
-same family definitions the engine aggregates, so the lists match the numbers."""
+same family definitions the engine aggregates, so the lists match the numbers.
+
+A list is shown a page at a time, newest first by the moment that counted each deal
+(its lead date for a lead count, its first offer for the acceptance rate). A period at
+a million deals holds tens of thousands of them, so a page is never found by deriving
+every row's moment and sorting: it is read off the index of the column the moment comes
+from (``Family.sources``), newest first, stopping as soon as the page is full. Where the
+moment is derived (the first offer sent, the exit from a stage), each candidate is then
+checked against the family's own definition, in batches, and kept only at the moment
+that really counted it.
+"""
+
+import functools
+import heapq
+import operator
+from dataclasses import dataclass
 
 from django.db.models import Q
 
+from accounts.access import listed_owner_q
 from funnel.models import Deal
 from kpis.definitions import KPIS
-from kpis.families import FAMILIES
+from kpis.families import FAMILIES, Family, within
 
 #: Company-level KPIs whose deals are a family's rows (revenue is the won family).
 COMPANY_FAMILIES = {
@@ -20,45 +36,201 @@ COMPANY_FAMILIES = {
     "new_leads_per_rep": "lead",
 }
 
+#: Candidates read per query from one source, growing fourfold up to the last figure
+#: while a sparse list (one rep, one lost reason) needs more of them to fill a page.
+FIRST_BATCH, LAST_BATCH = 200, 12800
+#: What a page shows of each deal.
+RELATED = ("owner", "company", "channel")
+
 
 class NoDrillDown(LookupError):
     pass
 
 
-def _deals(family, rows):
-    if family.model is Deal:
-        return Deal.objects.filter(pk__in=rows.values("pk"))
-    return Deal.objects.filter(pk__in=rows.values("deal_id"))
+@dataclass
+class Part:
+    """The rows of one family behind a list, and the slice and breakdown they were
+    narrowed to, as a condition over the deal for rows reached by ``prefix``."""
+
+    family: Family
+    rows: object  # QuerySet of the family's model
+    period: object
+    deal_q: object  # prefix -> Q
+
+    @property
+    def deal_ids(self):
+        return self.rows.values("pk" if self.family.model is Deal else "deal_id")
+
+
+class DealList:
+    """The deals of one side of a KPI: the union of its parts' deals."""
+
+    def __init__(self, parts):
+        self.parts = parts
+
+    def queryset(self):
+        """Every deal of the list, as one ``Deal`` queryset (exports, tests)."""
+        if len(self.parts) == 1 and self.parts[0].family.model is Deal:
+            return self.parts[0].rows
+        return Deal.objects.filter(
+            functools.reduce(operator.or_, (Q(pk__in=part.deal_ids) for part in self.parts))
+        )
+
+    def page(self, user, offset, limit):
+        """Deals ``offset`` to ``offset + limit`` of those ``user`` may see, newest
+        first by the moment that counted them (``counted_at`` on each), then by id."""
+        part = self.parts[0]
+        visible = listed_owner_q(user)
+        if len(self.parts) == 1 and part.family.model is Deal and part.family.moment_column:
+            # The moment is an indexed column of the deal: one query reads the page.
+            deals = list(
+                part.rows.filter(visible)
+                .select_related(*RELATED)
+                .order_by(f"-{part.family.moment_column}", "-pk")[offset : offset + limit]
+            )
+            for deal in deals:
+                deal.counted_at = deal._moment
+            return deals
+        counted = self._counted(visible, offset + limit)[offset:]
+        by_pk = (
+            Deal.objects.visible_to(user).select_related(*RELATED).in_bulk([d for d, _ in counted])
+        )
+        deals = []
+        for pk, moment in counted:
+            if pk in by_pk:
+                by_pk[pk].counted_at = moment
+                deals.append(by_pk[pk])
+        return deals
+
+    def _counted(self, visible, wanted):
+        """[(deal id, moment)] of the first ``wanted`` deals, newest first."""
+        streams = [
+            _candidates(index, part, source, visible)
+            for index, part in enumerate(self.parts)
+            for source in part.family.sources()
+        ]
+        merged = heapq.merge(*streams, key=operator.itemgetter(0), reverse=True)
+        found, seen, size = [], set(), FIRST_BATCH
+        while len(found) < wanted:
+            batch = [c for _, c in zip(range(size), merged, strict=False)]
+            if not batch:
+                break
+            moments = self._moments(batch)
+            for moment, deal_id, key, index, exact in batch:
+                if deal_id in seen or not (exact or moments.get((index, key)) == moment):
+                    continue
+                seen.add(deal_id)
+                found.append((deal_id, moment))
+            size = min(size * 4, LAST_BATCH)
+        return found[:wanted]
+
+    def _moments(self, batch):
+        """{(part, row key): moment} of the candidates to check, one query per part."""
+        keys = {}
+        for _moment, _deal, key, index, exact in batch:
+            if not exact:
+                keys.setdefault(index, set()).add(key)
+        out = {}
+        for index, wanted in keys.items():
+            for key, moment in (
+                self.parts[index].rows.filter(pk__in=wanted).values_list("pk", "_moment")
+            ):
+                out[(index, key)] = moment
+        return out
+
+
+def _candidates(index, part, source, visible):
+    """(moment, deal id, family row key, part index, exact) of ``source``'s rows in the
+    period whose deals are ``visible`` (a condition over the deal), newest first. ``exact``: the row is the family's own,
+    placed by this very column, so it needs no check."""
+    family = part.family
+    prefix = source.deal_prefix
+    exact = source.model is family.model and source.path == family.moment_column
+    if exact:
+        rows = part.rows
+    else:
+        rows = source.model.objects.filter(
+            within(source.path, part.period.start_at, part.period.end_at),
+            part.deal_q(prefix),
+            **dict(source.conditions),
+        )
+    rows = rows.filter(_prefixed(visible, prefix))
+    deal = "pk" if source.model is Deal else "deal_id"
+    key = "pk" if source.model is family.model else "deal_id"
+    path, last, size = source.path, None, FIRST_BATCH
+    while True:
+        page = (
+            rows
+            if last is None
+            else rows.filter(
+                Q(**{f"{path}__lt": last[0]}) | Q(**{path: last[0], "pk__lt": last[1]})
+            )
+        )
+        batch = list(page.order_by(f"-{path}", "-pk").values_list(path, "pk", deal, key)[:size])
+        for moment, _pk, deal_id, row_key in batch:
+            yield moment, deal_id, row_key, index, exact
+        if len(batch) < size:
+            return
+        last = batch[-1][:2]
+        size = min(size * 4, LAST_BATCH)
+
+
+def _prefixed(q, prefix):
+    """A condition over the deal, for rows that reach the deal through ``prefix``."""
+    if not prefix:
+        return q
+    out = Q(_connector=q.connector, _negated=q.negated)
+    out.children = [
+        _prefixed(child, prefix) if isinstance(child, Q) else (prefix + child[0], child[1])
+        for child in q.children
+    ]
+    return out
 
 
 def deals_behind(code, period, slice_key="company", breakdown=""):
-    """(numerator deals, denominator deals or None) as Deal querysets. The caller
-    narrows them with ``visible_to(user)``."""
+    """(numerator deals, denominator deals or None) as ``DealList``s. The caller reads
+    them through ``page(user, ...)`` or narrows ``queryset()`` with ``visible_to``."""
     kpi = KPIS[code]
     family_name = kpi.family or COMPANY_FAMILIES.get(code)
     if family_name is None:
         raise NoDrillDown(f"{code} is not computed from a list of deals")
     family = FAMILIES[family_name]
     slice_type, _, slice_value = slice_key.partition(":")
+    slice_type = None if slice_type == "company" else slice_type
+    slice_value = _slice_value(slice_type, slice_value)
     breakdown_type, _, breakdown_value = breakdown.partition(":")
-    rows = family.rows(
-        period,
-        slice_type if slice_type != "company" else None,
-        _slice_value(slice_type, slice_value),
-        breakdown_type or None,
-        breakdown_value or None,
-    )
+    breakdown_type, breakdown_value = breakdown_type or None, breakdown_value or None
+    rows = family.rows(period, slice_type, slice_value, breakdown_type, breakdown_value)
+
+    def deal_q(prefix, family=family, breakdown_type=breakdown_type):
+        q = Q()
+        if slice_type:
+            q &= family.slice_q(slice_type, slice_value, prefix)
+        if breakdown_type:
+            q &= Q(**{family.breakdown_field(breakdown_type, prefix): breakdown_value})
+        return q
+
     numerator_rows = rows.filter(kpi.numerator_rows) if kpi.numerator_rows is not None else rows
-    denominator = _deals(family, rows) if kpi.denominator or kpi.computed_by == "outcomes" else None
+    numerator = DealList([Part(family, numerator_rows, period, deal_q)])
+    denominator = None
     if kpi.computed_by == "outcomes":
         # Win rate: won opportunities over won and lost opportunities of the period.
-        lost = FAMILIES["lost"].rows(period).filter(entered_needs_at__isnull=False)
-        if slice_type != "company":
-            lost = lost.filter(
-                **{FAMILIES["lost"].slice_field(slice_type): _slice_value(slice_type, slice_value)}
+        lost_family = FAMILIES["lost"]
+        lost = lost_family.rows(period, slice_type, slice_value).filter(
+            entered_needs_at__isnull=False
+        )
+
+        def lost_q(prefix):
+            return deal_q(prefix, lost_family, None) & Q(
+                **{f"{prefix}entered_needs_at__isnull": False}
             )
-        denominator = Deal.objects.filter(Q(pk__in=rows.values("pk")) | Q(pk__in=lost.values("pk")))
-    return _deals(family, numerator_rows), denominator
+
+        denominator = DealList(
+            [Part(family, rows, period, deal_q), Part(lost_family, lost, period, lost_q)]
+        )
+    elif kpi.denominator:
+        denominator = DealList([Part(family, rows, period, deal_q)])
+    return numerator, denominator
 
 
 def _slice_value(slice_type, value):

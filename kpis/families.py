@@ -34,6 +34,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce, Trunc, TruncDate
 
+from accounts.models import User
 from funnel import stages
 from funnel.models import Activity, ActivityKind, Deal, DocumentType, Offer, OfferStatus
 from funnel.stages import Stage, Status
@@ -108,25 +109,55 @@ def within(path, start_at, end_at):
     return Q(**{f"{path}__gte": start_at, f"{path}__lt": end_at})
 
 
-def any_within(*paths):
+def team_members(team_id):
+    """The ids of a team's members, listed: ``owner_id IN (1, 2, 3)`` is a condition
+    PostgreSQL estimates well, where a join through the few rows of the user table is
+    guessed at one row and a drill-down then hashes every deal of the team instead of
+    reading a page off an index."""
+    return list(User.objects.filter(team_id=team_id).values_list("pk", flat=True))
+
+
+@dataclass(frozen=True)
+class Source:
+    """Rows of ``model`` whose ``path`` moment may be a family row's moment: where a
+    drill-down reads candidates newest first, off the index on ``path``."""
+
+    model: type
+    path: str
+    conditions: tuple = ()  # (lookup, value) pairs
+
+    @property
+    def deal_prefix(self):
+        return "" if self.model is Deal else "deal__"
+
+
+class any_within:
     """A ``Family.narrow``: one of ``paths`` falls in the range (a moment derived by
     COALESCE or CASE from these columns is one of them)."""
 
-    def narrow(start_at, end_at):
-        return functools.reduce(operator.or_, (within(p, start_at, end_at) for p in paths))
+    def __init__(self, *paths):
+        self.paths = paths
 
-    return narrow
+    def __call__(self, start_at, end_at):
+        return functools.reduce(operator.or_, (within(p, start_at, end_at) for p in self.paths))
+
+    def sources(self, family):
+        return [Source(family.model, path) for path in self.paths]
 
 
-def has_row_within(model, path, **conditions):
+class has_row_within:
     """A ``Family.narrow`` for a deal keyed by the first of its rows of ``model``: it has
     such a row in the range."""
 
-    def narrow(start_at, end_at):
-        rows = model.objects.filter(within(path, start_at, end_at), **conditions)
+    def __init__(self, model, path, **conditions):
+        self.model, self.path, self.conditions = model, path, conditions
+
+    def __call__(self, start_at, end_at):
+        rows = self.model.objects.filter(within(self.path, start_at, end_at), **self.conditions)
         return Q(pk__in=rows.values("deal_id"))
 
-    return narrow
+    def sources(self, family):
+        return [Source(self.model, self.path, tuple(self.conditions.items()))]
 
 
 def first_sent_offer(column):
@@ -202,11 +233,31 @@ class Family:
             qs = qs.filter(self.narrow(start_at, end_at))
         return qs
 
-    def slice_field(self, slice_type):
-        return self.deal_prefix + SLICE_FIELDS[slice_type]
+    def slice_q(self, slice_type, value, prefix=None):
+        """The rows of one slice (``prefix``: the path to the deal, the family's own by
+        default). A team is its members' deals, listed (``team_members``)."""
+        prefix = self.deal_prefix if prefix is None else prefix
+        if slice_type == "team":
+            members = team_members(value)
+            return Q(**{f"{prefix}owner_id__in": members})
+        return Q(**{prefix + SLICE_FIELDS[slice_type]: value})
 
-    def breakdown_field(self, breakdown_type):
-        return self.deal_prefix + BREAKDOWN_FIELDS[breakdown_type]
+    def breakdown_field(self, breakdown_type, prefix=None):
+        return (self.deal_prefix if prefix is None else prefix) + BREAKDOWN_FIELDS[breakdown_type]
+
+    @property
+    def moment_column(self):
+        """The column of the family's model that is its moment, or None when derived."""
+        if isinstance(self.date, str) and self.date not in self.annotations:
+            return self.date
+        return None
+
+    def sources(self):
+        """Where a drill-down finds this family's rows newest first: its own moment
+        column, or the columns (or related rows) its derived moment is taken from."""
+        if self.moment_column:
+            return [Source(self.model, self.moment_column)]
+        return self.narrow.sources(self) if self.narrow is not None else []
 
     def bucket(self, grain):
         return Trunc("_moment", grain, output_field=DateField(), tzinfo=tz())
@@ -217,7 +268,7 @@ class Family:
         """The rows of this family in ``period`` (and slice / breakdown)."""
         qs = self.in_range(period.start_at, period.end_at)
         if slice_type and slice_type != "company":
-            qs = qs.filter(**{self.slice_field(slice_type): slice_value})
+            qs = qs.filter(self.slice_q(slice_type, slice_value))
         if breakdown_type:
             qs = qs.filter(**{self.breakdown_field(breakdown_type): breakdown_value})
         return qs

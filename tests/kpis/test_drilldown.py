@@ -20,8 +20,8 @@ def dataset(rep, teammate):
     return {"won": won, "qualified": qualified, "lead": lead, "lost": lost}
 
 
-def ids(qs):
-    return set(qs.values_list("pk", flat=True))
+def ids(deals):
+    return set(deals.queryset().values_list("pk", flat=True))
 
 
 def test_the_deals_behind_lead_quality_are_its_numerator_and_denominator(dataset):
