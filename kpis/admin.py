@@ -11,7 +11,15 @@ from django.contrib import admin
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from kpis.models import DirtyDay, Forecast, KpiSnapshot, RecomputeJob, StageSetting, Target
+from kpis.models import (
+    DirtyDay,
+    Forecast,
+    KpiSnapshot,
+    MaturityHorizon,
+    RecomputeJob,
+    StageSetting,
+    Target,
+)
 from kpis.periods import start_of
 
 
@@ -106,6 +114,11 @@ class KpiSnapshotAdmin(ViewOnlyMixin, admin.ModelAdmin):
 class DirtyDayAdmin(ViewOnlyMixin, admin.ModelAdmin):
     list_display = ("day", "generation", "dirtied_at")
     date_hierarchy = "day"
+
+
+@admin.register(MaturityHorizon)
+class MaturityHorizonAdmin(ViewOnlyMixin, admin.ModelAdmin):
+    list_display = ("hour", "days", "computed_at")
 
 
 @admin.register(RecomputeJob)

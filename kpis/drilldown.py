@@ -15,14 +15,14 @@ that really counted it.
 import functools
 import heapq
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.db.models import Q
 
 from accounts.access import listed_owner_q
 from funnel.models import Deal
 from kpis.definitions import KPIS
-from kpis.families import FAMILIES, Family, within
+from kpis.families import FAMILIES, Family, team_members, within
 
 #: Company-level KPIs whose deals are a family's rows (revenue is the won family).
 COMPANY_FAMILIES = {
@@ -36,8 +36,9 @@ COMPANY_FAMILIES = {
     "new_leads_per_rep": "lead",
 }
 
-#: Candidates read per query from one source, growing fourfold up to the last figure
-#: while a sparse list (one rep, one lost reason) needs more of them to fill a page.
+#: Candidates read per query from one source, doubling up to the last figure while a
+#: sparse list (one rep, one lost reason) needs more of them to fill a page; candidates
+#: checked per query, as many as the share kept so far says the page still needs.
 FIRST_BATCH, LAST_BATCH = 200, 12800
 #: What a page shows of each deal.
 RELATED = ("owner", "company", "channel")
@@ -49,13 +50,28 @@ class NoDrillDown(LookupError):
 
 @dataclass
 class Part:
-    """The rows of one family behind a list, and the slice and breakdown they were
-    narrowed to, as a condition over the deal for rows reached by ``prefix``."""
+    """The rows of one family behind a list: those of ``period`` that meet ``deal_q``
+    (the slice and breakdown: a function of the path from a row to its deal, so that it
+    also narrows the rows of a source) and ``also`` (the numerator's own condition)."""
 
     family: Family
-    rows: object  # QuerySet of the family's model
     period: object
     deal_q: object  # prefix -> Q
+    also: Q = field(default_factory=Q)
+
+    @property
+    def rows(self):
+        family = self.family
+        return family.in_range(self.period.start_at, self.period.end_at).filter(
+            self.deal_q(family.deal_prefix), self.also
+        )
+
+    @property
+    def checked(self):
+        """The same rows at any moment: a candidate is checked by comparing its moment
+        with the one its source placed in the period, which already proves the range
+        (and is cheaper than a range over a derived moment)."""
+        return self.family.base().filter(self.deal_q(self.family.deal_prefix), self.also)
 
     @property
     def deal_ids(self):
@@ -110,18 +126,21 @@ class DealList:
             for source in part.family.sources()
         ]
         merged = heapq.merge(*streams, key=operator.itemgetter(0), reverse=True)
-        found, seen, size = [], set(), FIRST_BATCH
+        found, seen, size, read = [], set(), min(FIRST_BATCH, 2 * wanted), 0
         while len(found) < wanted:
             batch = [c for _, c in zip(range(size), merged, strict=False)]
             if not batch:
                 break
+            read += len(batch)
             moments = self._moments(batch)
             for moment, deal_id, key, index, exact in batch:
                 if deal_id in seen or not (exact or moments.get((index, key)) == moment):
                     continue
                 seen.add(deal_id)
                 found.append((deal_id, moment))
-            size = min(size * 4, LAST_BATCH)
+            # Enough for the rest of the page at the share kept so far, and a quarter more.
+            kept = max(len(found), 1) / read
+            size = max(FIRST_BATCH, min(int((wanted - len(found)) * 1.25 / kept), LAST_BATCH))
         return found[:wanted]
 
     def _moments(self, batch):
@@ -133,7 +152,7 @@ class DealList:
         out = {}
         for index, wanted in keys.items():
             for key, moment in (
-                self.parts[index].rows.filter(pk__in=wanted).values_list("pk", "_moment")
+                self.parts[index].checked.filter(pk__in=wanted).values_list("pk", "_moment")
             ):
                 out[(index, key)] = moment
         return out
@@ -159,11 +178,13 @@ def _candidates(index, part, source, visible):
     key = "pk" if source.model is family.model else "deal_id"
     path, last, size = source.path, None, FIRST_BATCH
     while True:
+        # After the last row read: an index range (``path <= moment``), then the tie.
         page = (
             rows
             if last is None
             else rows.filter(
-                Q(**{f"{path}__lt": last[0]}) | Q(**{path: last[0], "pk__lt": last[1]})
+                Q(**{f"{path}__lte": last[0]}),
+                Q(**{f"{path}__lt": last[0]}) | Q(pk__lt=last[1]),
             )
         )
         batch = list(page.order_by(f"-{path}", "-pk").values_list(path, "pk", deal, key)[:size])
@@ -172,7 +193,7 @@ def _candidates(index, part, source, visible):
         if len(batch) < size:
             return
         last = batch[-1][:2]
-        size = min(size * 4, LAST_BATCH)
+        size = min(size * 2, LAST_BATCH)
 
 
 def _prefixed(q, prefix):
@@ -200,9 +221,33 @@ def deals_behind(code, period, slice_key="company", breakdown=""):
     slice_value = _slice_value(slice_type, slice_value)
     breakdown_type, _, breakdown_value = breakdown.partition(":")
     breakdown_type, breakdown_value = breakdown_type or None, breakdown_value or None
-    rows = family.rows(period, slice_type, slice_value, breakdown_type, breakdown_value)
+    deal_q = _deal_q(family, slice_type, slice_value, breakdown_type, breakdown_value)
+    numerator = DealList([Part(family, period, deal_q, kpi.numerator_rows or Q())])
+    denominator = None
+    if kpi.computed_by == "outcomes":
+        # Win rate: won opportunities over won and lost opportunities of the period.
+        lost = FAMILIES["lost"]
+        denominator = DealList(
+            [
+                Part(family, period, deal_q),
+                Part(
+                    lost,
+                    period,
+                    _deal_q(lost, slice_type, slice_value, None, None),
+                    Q(entered_needs_at__isnull=False),
+                ),
+            ]
+        )
+    elif kpi.denominator:
+        denominator = DealList([Part(family, period, deal_q)])
+    return numerator, denominator
 
-    def deal_q(prefix, family=family, breakdown_type=breakdown_type):
+
+def _deal_q(family, slice_type, slice_value, breakdown_type, breakdown_value):
+    if slice_type == "team":
+        slice_value = team_members(slice_value)  # once, for every query of the list
+
+    def deal_q(prefix):
         q = Q()
         if slice_type:
             q &= family.slice_q(slice_type, slice_value, prefix)
@@ -210,27 +255,7 @@ def deals_behind(code, period, slice_key="company", breakdown=""):
             q &= Q(**{family.breakdown_field(breakdown_type, prefix): breakdown_value})
         return q
 
-    numerator_rows = rows.filter(kpi.numerator_rows) if kpi.numerator_rows is not None else rows
-    numerator = DealList([Part(family, numerator_rows, period, deal_q)])
-    denominator = None
-    if kpi.computed_by == "outcomes":
-        # Win rate: won opportunities over won and lost opportunities of the period.
-        lost_family = FAMILIES["lost"]
-        lost = lost_family.rows(period, slice_type, slice_value).filter(
-            entered_needs_at__isnull=False
-        )
-
-        def lost_q(prefix):
-            return deal_q(prefix, lost_family, None) & Q(
-                **{f"{prefix}entered_needs_at__isnull": False}
-            )
-
-        denominator = DealList(
-            [Part(family, rows, period, deal_q), Part(lost_family, lost, period, lost_q)]
-        )
-    elif kpi.denominator:
-        denominator = DealList([Part(family, rows, period, deal_q)])
-    return numerator, denominator
+    return deal_q
 
 
 def _slice_value(slice_type, value):

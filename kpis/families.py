@@ -237,8 +237,8 @@ class Family:
         """The rows of one slice (``prefix``: the path to the deal, the family's own by
         default). A team is its members' deals, listed (``team_members``)."""
         prefix = self.deal_prefix if prefix is None else prefix
-        if slice_type == "team":
-            members = team_members(value)
+        if slice_type == "team":  # a team's id, or its members' ids already listed
+            members = value if isinstance(value, list) else team_members(value)
             return Q(**{f"{prefix}owner_id__in": members})
         return Q(**{prefix + SLICE_FIELDS[slice_type]: value})
 

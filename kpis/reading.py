@@ -18,7 +18,7 @@ from funnel.stages import Status
 from kpis.company import percentile_days, year_before
 from kpis.compute import empty, empty_extra
 from kpis.definitions import COMPOSITES, KPIS
-from kpis.models import DirtyDay, KpiSnapshot
+from kpis.models import DirtyDay, KpiSnapshot, MaturityHorizon
 
 #: While fewer deals than this were won in the trailing 12 months, a cohort matures
 #: after DEFAULT_MATURITY_DAYS (domain.md, "Periods, slices and bases").
@@ -60,22 +60,55 @@ def resolve_slice(text):
 
 def maturity_days(now=None):
     """Days after its period's end when a cohort value is mature: the 80th percentile
-    of days to close over the trailing 12 months, or 90 while fewer than 20 won."""
-    now = now or timezone.now()
-    key = f"kpis:maturity:{now:%Y-%m-%d-%H}"
+    of days to close over the trailing 12 months, or 90 while fewer than 20 won. Taken
+    once an hour (``MaturityHorizon``): from the cache, else the stored row, else
+    computed now and stored."""
+    hour = _hour(now)
+    key = f"kpis:maturity:{hour:%Y-%m-%d-%H}"
     cached = cache.get(key)
     if cached is not None:
         return cached
-    won = Deal.objects.filter(status=Status.WON, won_at__gte=year_before(now), won_at__lt=now)
+    result = MaturityHorizon.objects.filter(hour=hour).values_list("days", flat=True).first()
+    if result is None:
+        result = store_maturity(hour)
+    cache.set(key, result, 3600)
+    return result
+
+
+def ensure_maturity(now=None):
+    """Store this hour's horizon unless it is stored already: recomputes call this, so
+    that the first report of the hour reads it instead of computing it."""
+    hour = _hour(now)
+    if not MaturityHorizon.objects.filter(hour=hour).exists():
+        store_maturity(hour)
+
+
+#: Stored horizons older than this are deleted when a new one is stored.
+KEEP_HORIZONS = datetime.timedelta(days=2)
+
+
+def store_maturity(hour):
+    won = Deal.objects.filter(status=Status.WON, won_at__gte=year_before(hour), won_at__lt=hour)
     # The count and the percentile in the database: a year of wins is 180,000 rows at
-    # 1M deals, too many to fetch for the first report of each hour.
+    # 1M deals, too many to fetch.
     result = percentile_days(
         won, F("won_at") - F("entered_lead_at"), MATURITY_PERCENTILE, MIN_WON_FOR_MATURITY
     )
     if result is None:
         result = Decimal(DEFAULT_MATURITY_DAYS)
-    cache.set(key, result, 3600)
+    result = result.quantize(Decimal("0.0001"))
+    MaturityHorizon.objects.bulk_create(
+        [MaturityHorizon(hour=hour, days=result)],
+        update_conflicts=True,
+        unique_fields=["hour"],
+        update_fields=["days", "computed_at"],
+    )
+    MaturityHorizon.objects.filter(hour__lt=hour - KEEP_HORIZONS).delete()
     return result
+
+
+def _hour(now):
+    return (now or timezone.now()).replace(minute=0, second=0, microsecond=0)
 
 
 def is_immature(period, now=None):

@@ -11,7 +11,7 @@ from django.db.models import Max, Min
 from django.utils import timezone
 
 from funnel.models import Activity, Deal, MarketingSpend, Offer, SalesCost
-from kpis import company, dirty
+from kpis import company, dirty, reading
 from kpis.compute import refresh_pipeline, store
 from kpis.models import RecomputeJob, Target
 from kpis.periods import GRAINS, Grain, Period, local_date, periods_between, today
@@ -25,6 +25,7 @@ DIRTY_BATCH = 400
 
 
 def recompute_period(grain, period_start):
+    reading.ensure_maturity()
     period = Period.containing(grain, period_start)
     return store(grain, [period])
 
@@ -62,8 +63,10 @@ def periods_of_span(grain):
 def recompute_all(grains=GRAINS):
     """Recompute every period of every grain from the first data to the last. The
     marks present when it starts are covered by it and cleared (unless marked again
-    meanwhile)."""
+    meanwhile). Like every recompute, it stores this hour's maturity horizon first, if
+    not stored yet (``reading.ensure_maturity``), for the reports that follow."""
     claimed = dirty.claim(limit=None)
+    reading.ensure_maturity()
     total = 0
     with company.sharing():
         for grain in grains:
@@ -103,6 +106,7 @@ def start_full_recompute(grains=GRAINS):
 def recompute_part(job_id, index, grain, first, last):
     """Recompute one part of a full recompute; the last part to finish clears the
     marks the job covered. Running a part twice is harmless."""
+    reading.ensure_maturity()
     total = store(grain, periods_between(grain, first, last))
     with transaction.atomic():
         job = RecomputeJob.objects.select_for_update().filter(pk=job_id).first()
@@ -148,6 +152,8 @@ def recompute_dirty(limit=DIRTY_BATCH):
 
 
 def recompute_all_dirty():
+    """The sweep (every minute): what is dirty, and this hour's maturity horizon."""
+    reading.ensure_maturity()
     total = 0
     while taken := recompute_dirty():
         total += taken

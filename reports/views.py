@@ -215,12 +215,6 @@ def deals(request):
     chosen = data.deals_for(kpi, side, numerator, denominator)
     if chosen is None:
         raise Http404
-    deals_qs = (
-        chosen.queryset()
-        .visible_to(request.user)
-        .select_related("owner", "company", "channel")
-        .order_by("-entered_lead_at", "-pk")
-    )
     stored = KpiSnapshot.objects.filter(
         kpi=code,
         grain=period.grain,
@@ -239,6 +233,12 @@ def deals(request):
     )
     stored_reading = data.Reading(kpi, period, slice_key, breakdown, value, num, den)
     if params.get("format") == "csv":
+        deals_qs = (
+            chosen.queryset()
+            .visible_to(request.user)
+            .select_related("owner", "company", "channel")
+            .order_by("-entered_lead_at", "-pk")
+        )
         return csv_response(
             f"{code}-{side}-{period.label}",
             [

@@ -4,11 +4,11 @@
         [--period 2025-03] [--grain month] [--user USERNAME]
 
 Runs every report page (funnel overview in both views, the six stage reports, company
-KPIs, targets, one drill-down and one CSV export) through Django's test Client, signed
+KPIs, targets, four drill-downs and one CSV export) through Django's test Client, signed
 in as a manager (default: the manager of the team with the most reps) and as an admin,
 and prints the median server time per page in milliseconds over N repetitions (after
-one warm-up request, so the hourly-cached maturity horizon is not counted in the
-median; it is printed apart as "cold"). Reports read stored snapshots only: run
+one warm-up request; the first request after clearing the cache is printed apart as
+"cold"). Reports read stored snapshots only: run
 ``recompute_kpis --full`` (or ``make bench``, which seeds and recomputes) first.
 
 No server and no network: requests go straight into the WSGI handler in this process.
@@ -98,17 +98,35 @@ def main():
         client.force_login(user)
         team = user.managed_teams.first()
         slice_key = f"team:{team.pk}" if team and not user.is_lejek_admin else "company"
-        drill = (
-            f"/reports/deals/?kpi=leads&grain={period.grain}"
-            f"&period={period.start.isoformat()}&slice={slice_key}&side=numerator"
-        )
+        drills = [
+            (f"drill-down {name}", _drill(code, side, period, slice_key))
+            for name, code, side in DRILLS
+        ]
         print(f"\n{label}")
-        print(f"{'page':<22}{'median ms':>10}{'max ms':>10}{'cold ms':>10}")
-        for name, url in [*pages, ("drill-down leads", drill)]:
+        print(f"{'page':<26}{'median ms':>10}{'max ms':>10}{'cold ms':>10}")
+        for name, url in [*pages, *drills]:
             cache.clear()
             cold = _time(client, url)
             times = [_time(client, url) for _ in range(args.repeat)]
-            print(f"{name:<22}{statistics.median(times):>10.1f}{max(times):>10.1f}{cold:>10.1f}")
+            print(f"{name:<26}{statistics.median(times):>10.1f}{max(times):>10.1f}{cold:>10.1f}")
+
+
+#: Drill-downs timed: a lead count (a deal column), the offer acceptance rate (the first
+#: offer, derived from offers: accepted ones, then all) and the time in needs (the
+#: exit from a stage, derived from several columns).
+DRILLS = [
+    ("leads", "leads", "numerator"),
+    ("acceptance num", "offer_acceptance_pct", "numerator"),
+    ("acceptance den", "offer_acceptance_pct", "denominator"),
+    ("time in needs", "time_in_needs_days", "numerator"),
+]
+
+
+def _drill(code, side, period, slice_key):
+    return (
+        f"/reports/deals/?kpi={code}&grain={period.grain}"
+        f"&period={period.start.isoformat()}&slice={slice_key}&side={side}"
+    )
 
 
 def _time(client, url):

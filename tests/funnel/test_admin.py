@@ -28,7 +28,16 @@ from funnel.models import (
     StageHistory,
 )
 from funnel.stages import Stage
-from kpis.models import DirtyDay, Forecast, KpiSnapshot, RecomputeJob, StageSetting, Target
+from kpis import reading
+from kpis.models import (
+    DirtyDay,
+    Forecast,
+    KpiSnapshot,
+    MaturityHorizon,
+    RecomputeJob,
+    StageSetting,
+    Target,
+)
 from tests.factories import (
     ChannelFactory,
     CompanyFactory,
@@ -54,6 +63,7 @@ VIEW_ONLY = {
     DirtyDay,
     StageSetting,
     RecomputeJob,
+    MaturityHorizon,
     # django-axes records sign-ins; nobody adds them by hand.
     AccessAttempt,
     AccessLog,
@@ -142,6 +152,7 @@ def one_of_each(rep, team_a):
     )
     DirtyDay.objects.get_or_create(day=month)  # the spend above marked it already
     RecomputeJob.objects.create(parts=3, done=[0], claimed=[month.isoformat()])
+    reading.ensure_maturity()
     Token.objects.create(user=rep)
     # django-axes's sign-in records (config/settings.py: login brute-force protection).
     attempt = {"username": "rep", "ip_address": "10.0.0.1", "user_agent": "test"}
