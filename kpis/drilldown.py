@@ -164,7 +164,7 @@ def _candidates(index, part, source, visible):
     placed by this very column, so it needs no check."""
     family = part.family
     prefix = source.deal_prefix
-    exact = source.model is family.model and source.path == family.moment_column
+    exact = source.model is family.model and source.path in (family.moment_column, "_moment")
     if exact:
         rows = part.rows
     else:

@@ -254,10 +254,13 @@ class Family:
 
     def sources(self):
         """Where a drill-down finds this family's rows newest first: its own moment
-        column, or the columns (or related rows) its derived moment is taken from."""
+        column, or the columns (or related rows) its derived moment is taken from; with
+        neither, the moment itself (``_moment``: every row of the period, sorted)."""
         if self.moment_column:
             return [Source(self.model, self.moment_column)]
-        return self.narrow.sources(self) if self.narrow is not None else []
+        if self.narrow is not None:
+            return self.narrow.sources(self)
+        return [Source(self.model, "_moment")]
 
     def bucket(self, grain):
         return Trunc("_moment", grain, output_field=DateField(), tzinfo=tz())

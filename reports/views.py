@@ -33,8 +33,10 @@ from reports.tables import FUNNEL_COHORT, FUNNEL_PERIOD, VIEWS, FunnelTable, bui
 
 log = logging.getLogger(__name__)
 
-#: Deals listed per drill-down page.
+#: Deals listed per drill-down page, and the last page offered (10,000 deals: past it,
+#: reading the pages before costs more than exporting the list).
 DEALS_PER_PAGE = 50
+MAX_PAGE = 200
 #: Parameters that choose what a report shows and that every link between reports keeps.
 FILTER_PARAMS = ("grain", "period", "since", "team", "rep", "channel", "segment", "industry")
 
@@ -308,16 +310,21 @@ class Window:
     has every row."""
 
     def __init__(self, fetch, number, per_page):
-        self.number = int(number) if str(number or "").isdigit() and int(number) > 0 else 1
+        number = int(number) if str(number or "").isdigit() and int(number) > 0 else 1
+        self.number = min(number, MAX_PAGE)
         offset = (self.number - 1) * per_page
         rows = fetch(offset, per_page + 1)
         self.object_list = rows[:per_page]
-        self.has_next = len(rows) > per_page
+        # Pages beyond MAX_PAGE are not offered: the CSV export has every deal.
+        self.truncated = len(rows) > per_page and self.number == MAX_PAGE
+        self.has_next = len(rows) > per_page and not self.truncated
         self.has_previous = self.number > 1
         self.has_other_pages = self.has_next or self.has_previous
         self.start_index = offset + 1 if self.object_list else 0
         self.end_index = offset + len(self.object_list)
-        self.total = self.end_index if self.object_list and not self.has_next else None
+        self.total = (
+            None if self.has_next or self.truncated or not self.object_list else self.end_index
+        )
         if self.number == 1 and not rows:
             self.total = 0
 

@@ -45,6 +45,7 @@ def test_a_manager_drills_into_a_reps_offer_acceptance_and_exports_it(
         "Rejected deal",
         "Accepted deal",
     ]
+    assert page.get_by_test_id("deal-count").inner_text() == "2 deals"
 
     page.go_back()
     page.go_back()

@@ -247,6 +247,25 @@ def test_the_drill_down_is_paginated(client, admin, rep, dataset):
     assert b"No deals on this page." in third.content
 
 
+def test_the_drill_down_offers_pages_up_to_the_last_then_the_export(
+    client, admin, dataset, monkeypatch
+):
+    from reports import views
+
+    monkeypatch.setattr(views, "DEALS_PER_PAGE", 2)
+    monkeypatch.setattr(views, "MAX_PAGE", 2)
+    client.force_login(admin)
+    url = "/reports/deals/?kpi=leads&grain=month&period=2026-03-01&slice=company"
+    second = client.get(url + "&page=2").context["page"]
+    assert (len(second.object_list), second.has_next, second.truncated) == (2, False, True)
+    assert second.total is None  # a fifth March lead follows
+    # A page past the last offered is the last offered, not a scan of the whole list.
+    assert client.get(url + "&page=99999").context["page"].number == 2
+    assert b"the CSV export lists them all" in client.get(url + "&page=2").content
+    first = client.get(url).context["page"]
+    assert (first.has_next, first.truncated) == (True, False)
+
+
 def test_the_csv_export_is_the_table_as_shown(client, manager, rep, dataset):
     client.force_login(manager)
     response = client.get(f"{OFFER_MARCH}&rep={rep.pk}&export=kpis")
