@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from django.db.models import Q
 
-from accounts.access import listed_owner_q
+from accounts.access import visible_owner_ids
 from funnel.models import Deal
 from kpis.definitions import KPIS
 from kpis.families import FAMILIES, Family, team_members, within
@@ -96,11 +96,11 @@ class DealList:
         """Deals ``offset`` to ``offset + limit`` of those ``user`` may see, newest
         first by the moment that counted them (``counted_at`` on each), then by id."""
         part = self.parts[0]
-        visible = listed_owner_q(user)
+        visible = _owner_filter(visible_owner_ids(user))
         if len(self.parts) == 1 and part.family.model is Deal and part.family.moment_column:
             # The moment is an indexed column of the deal: one query reads the page.
             deals = list(
-                part.rows.filter(visible)
+                part.rows.filter(visible(""))
                 .select_related(*RELATED)
                 .order_by(f"-{part.family.moment_column}", "-pk")[offset : offset + limit]
             )
@@ -160,8 +160,8 @@ class DealList:
 
 def _candidates(index, part, source, visible):
     """(moment, deal id, family row key, part index, exact) of ``source``'s rows in the
-    period whose deals are ``visible`` (a condition over the deal), newest first. ``exact``: the row is the family's own,
-    placed by this very column, so it needs no check."""
+    period whose deals are ``visible`` (prefix -> condition), newest first. ``exact``:
+    the row is the family's own, placed by this very column, so it needs no check."""
     family = part.family
     prefix = source.deal_prefix
     exact = source.model is family.model and source.path in (family.moment_column, "_moment")
@@ -173,7 +173,7 @@ def _candidates(index, part, source, visible):
             part.deal_q(prefix),
             **dict(source.conditions),
         )
-    rows = rows.filter(_prefixed(visible, prefix))
+    rows = rows.filter(visible(prefix))
     deal = "pk" if source.model is Deal else "deal_id"
     key = "pk" if source.model is family.model else "deal_id"
     path, last, size = source.path, None, FIRST_BATCH
@@ -196,16 +196,14 @@ def _candidates(index, part, source, visible):
         size = min(size * 2, LAST_BATCH)
 
 
-def _prefixed(q, prefix):
-    """A condition over the deal, for rows that reach the deal through ``prefix``."""
-    if not prefix:
-        return q
-    out = Q(_connector=q.connector, _negated=q.negated)
-    out.children = [
-        _prefixed(child, prefix) if isinstance(child, Q) else (prefix + child[0], child[1])
-        for child in q.children
-    ]
-    return out
+def _owner_filter(owners):
+    """prefix -> the condition that a row's deal is owned by one of ``owners`` (None:
+    anyone), for deals (``""``) and for rows reaching them (``"deal__"``)."""
+
+    def visible(prefix):
+        return Q() if owners is None else Q(**{f"{prefix}owner_id__in": owners})
+
+    return visible
 
 
 def deals_behind(code, period, slice_key="company", breakdown=""):
@@ -245,7 +243,7 @@ def deals_behind(code, period, slice_key="company", breakdown=""):
 
 def _deal_q(family, slice_type, slice_value, breakdown_type, breakdown_value):
     if slice_type == "team":
-        slice_value = team_members(slice_value)  # once, for every query of the list
+        slice_value = team_members(slice_value)  # listed once, for every query of the list
 
     def deal_q(prefix):
         q = Q()

@@ -233,13 +233,12 @@ class Family:
             qs = qs.filter(self.narrow(start_at, end_at))
         return qs
 
-    def slice_q(self, slice_type, value, prefix=None):
-        """The rows of one slice (``prefix``: the path to the deal, the family's own by
-        default). A team is its members' deals, listed (``team_members``)."""
-        prefix = self.deal_prefix if prefix is None else prefix
-        if slice_type == "team":  # a team's id, or its members' ids already listed
-            members = value if isinstance(value, list) else team_members(value)
-            return Q(**{f"{prefix}owner_id__in": members})
+    def slice_q(self, slice_type, value, prefix):
+        """The rows of one slice, reached from rows whose path to the deal is
+        ``prefix``. A team is its members' deals: ``value`` lists their ids
+        (``team_members``)."""
+        if slice_type == "team":
+            return Q(**{f"{prefix}owner_id__in": value})
         return Q(**{prefix + SLICE_FIELDS[slice_type]: value})
 
     def breakdown_field(self, breakdown_type, prefix=None):
@@ -264,17 +263,6 @@ class Family:
 
     def bucket(self, grain):
         return Trunc("_moment", grain, output_field=DateField(), tzinfo=tz())
-
-    def rows(
-        self, period, slice_type=None, slice_value=None, breakdown_type=None, breakdown_value=None
-    ):
-        """The rows of this family in ``period`` (and slice / breakdown)."""
-        qs = self.in_range(period.start_at, period.end_at)
-        if slice_type and slice_type != "company":
-            qs = qs.filter(self.slice_q(slice_type, slice_value))
-        if breakdown_type:
-            qs = qs.filter(**{self.breakdown_field(breakdown_type): breakdown_value})
-        return qs
 
     def _grouped(self, grain, start_at, end_at, breakdown_type=None):
         """The rows of the range with their period bucket and every slice column."""
