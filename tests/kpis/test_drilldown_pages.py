@@ -49,7 +49,7 @@ def deals(rep, teammate, outsider):
     offer = domain.start_offer(accepted, value=Decimal("7000"), by=teammate, at=days_ago(28))
     domain.send_offer(offer, by=teammate, at=days_ago(28, hour=13))
     domain.accept_offer(offer, by=teammate, at=days_ago(26))
-    touched = make_deal(rep, at=days_ago(22), first_touch_at=days_ago(24))
+    touched = make_deal(rep, at=days_ago(22), first_touch_at=days_ago(24), segment="SMB")
     domain.move_forward(touched, Stage.QUALIFICATION, by=rep, at=days_ago(21))
     touched.refresh_from_db()
     domain.move_forward(touched, Stage.NEEDS, by=rep, at=days_ago(20))
@@ -72,7 +72,7 @@ def deals(rep, teammate, outsider):
         needs = deal_in_stage(owner, Stage.NEEDS, start_days_ago=15)
         for day in (10, 9):
             domain.log_activity(needs, kind=ActivityKind.MEETING, held_at=days_ago(day), by=owner)
-        lead = make_deal(owner, at=days_ago(8))
+        lead = make_deal(owner, at=days_ago(8), segment="SMB")
         domain.mark_lost(lead, lost_reason("price"), by=owner, at=days_ago(7))
 
 
@@ -106,21 +106,28 @@ def test_page_after_page_lists_every_deal_once_newest_first(
     monkeypatch.setattr(drilldown, "LAST_BATCH", 2)
     period = Period.containing("quarter", local_date(days_ago(20)))
     viewers = ((admin, "company"), (manager, f"team:{team_a.pk}"), (rep, f"rep:{rep.pk}"))
-    for code, side in SIDES:
+    # Every KPI side by slice, and the breakdowns a drill-down is linked from.
+    cases = [(code, side, "") for code, side in SIDES]
+    cases += [
+        ("lost_reasons", "numerator", "reason:price"),
+        ("lost_reasons", "numerator", "stage:offer"),
+        ("lead_quality_pct", "denominator", "segment:SMB"),
+    ]
+    for code, side, breakdown in cases:
         found = 0
         for user, slice_key in viewers:
-            numerator, denominator = drilldown.deals_behind(code, period, slice_key)
+            numerator, denominator = drilldown.deals_behind(code, period, slice_key, breakdown)
             deal_list = deals_for(KPIS[code], side, numerator, denominator)
             want = expected(deal_list, user)
             everything = deal_list.queryset().filter(deal_owner_q(user))
             assert set(everything.values_list("pk", flat=True)) == want.keys()
             for per_page in (2, 50):
                 listed = read_all(deal_list, user, per_page)
-                context = (code, side, slice_key, per_page)
+                context = (code, side, breakdown, slice_key, per_page)
                 assert len({d.pk for d in listed}) == len(listed), context
                 assert {d.pk: d.counted_at for d in listed} == want, context
                 moments = [d.counted_at for d in listed]
                 assert moments == sorted(moments, reverse=True), context
             found += len(want)
         # Not a comparison of empty lists: this KPI side has deals here.
-        assert found > 0, (code, side)
+        assert found > 0, (code, side, breakdown)

@@ -63,7 +63,7 @@ def test_a_report_after_a_recompute_reads_the_stored_row(rep, django_assert_num_
     wins(rep, range(1, 21))
     recompute.recompute_all_dirty()  # the sweep, every minute
     with django_assert_num_queries(1):
-        assert reading.maturity_days() is not None
+        assert reading.maturity_days() == Decimal("16.2")
     with django_assert_num_queries(0):  # then from the cache for the rest of the hour
         reading.maturity_days()
 
