@@ -15,7 +15,9 @@ from kpis.models import (
     DirtyDay,
     Forecast,
     KpiSnapshot,
+    LedgerState,
     MaturityHorizon,
+    PeriodMeasures,
     RecomputeJob,
     StageSetting,
     Target,
@@ -121,12 +123,35 @@ class MaturityHorizonAdmin(ViewOnlyMixin, admin.ModelAdmin):
     list_display = ("hour", "days", "computed_at")
 
 
+@admin.register(PeriodMeasures)
+class PeriodMeasuresAdmin(ViewOnlyMixin, admin.ModelAdmin):
+    """The measure ledger (kpis/ledger.py): written by the recomputes only."""
+
+    list_display = ("grain", "period_start", "slice", "breakdown")
+    list_filter = ("grain",)
+    search_fields = ("slice", "breakdown")
+    date_hierarchy = "period_start"
+
+
+@admin.register(LedgerState)
+class LedgerStateAdmin(ViewOnlyMixin, admin.ModelAdmin):
+    list_display = ("built_at", "taken_at")
+
+
 @admin.register(RecomputeJob)
 class RecomputeJobAdmin(admin.ModelAdmin):
     """Full recomputes fanned out to the workers: read-only progress."""
 
     list_display = ["created_at", "parts", "parts_done", "finished_at"]
-    readonly_fields = ["created_at", "parts", "done", "claimed", "finished_at"]
+    readonly_fields = [
+        "created_at",
+        "parts",
+        "done",
+        "claimed",
+        "plan",
+        "larger_sent",
+        "finished_at",
+    ]
 
     @admin.display(description=_("parts done"))
     def parts_done(self, obj):

@@ -15,10 +15,11 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import User
-from kpis import company
+from kpis import company, ledger
 from kpis.definitions import KPIS
 from kpis.families import FAMILIES
 from kpis.models import KpiSnapshot
+from kpis.periods import Grain, Period, periods_between
 from kpis.spend import spend_by_period
 
 MICROSECONDS_PER_DAY = Decimal(86_400_000_000)
@@ -39,22 +40,43 @@ def breakdown_key(breakdown_type, value):
 
 
 class Measures:
-    """Measures of every family, by (period start, slice, breakdown)."""
+    """Measures of every family, by (period start, slice, breakdown). Sums are kept
+    exact (ints, Decimals, timedeltas) and turned into numbers when read, so sums added
+    up in any order (kpis/ledger.py) read the same."""
 
     def __init__(self):
         self.sums = defaultdict(lambda: defaultdict(dict))
         self.values = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
         self.medians = defaultdict(dict)  # key -> {(family, measure): median}, from SQL
 
+    def add(self, key, family, measure, value):
+        if value is not None:
+            sums = self.sums[key][family]
+            sums[measure] = ledger.add(sums.get(measure), value)
+
     def get(self, key, family, measure):
-        value = self.sums[key][family].get(measure)
-        return Decimal(0) if value is None else value
+        value = self.sums.get(key, {}).get(family, {}).get(measure)
+        return Decimal(0) if value is None else number(value)
 
     def median(self, key, family, measure):
         if key in self.medians:
             return self.medians[key].get((family, measure))
         values = self.values.get(key, {}).get(family, {}).get(measure)
         return statistics.median(values) if values else None
+
+    def median_items(self):
+        """(key, family, measure, median) of every median with a value."""
+        for key, medians in self.medians.items():
+            for (family, measure), value in medians.items():
+                if value is not None:
+                    yield key, family, measure, value
+        for key, families in self.values.items():
+            if key in self.medians:
+                continue
+            for family, lists in families.items():
+                for measure, values in lists.items():
+                    if values:
+                        yield key, family, measure, statistics.median(values)
 
     def families_at(self, key):
         """The families with rows at ``key``."""
@@ -63,6 +85,17 @@ class Measures:
 
     def keys(self):
         return set(self.sums) | set(self.values) | set(self.medians)
+
+    def prune(self):
+        """Drop zero sums and families left empty: they compute only KPIs that read as
+        absent (``_is_empty``), and the ledger does not keep them."""
+        for key in list(self.sums):
+            families = ledger.pruned(self.sums[key])
+            if families:
+                self.sums[key] = defaultdict(dict, families)
+            else:
+                del self.sums[key]
+        return self
 
 
 def _families_needed():
@@ -90,30 +123,30 @@ def slice_keys(row, teams):
     return keys
 
 
-def gather(grain, start_at, end_at):
+def gather(grain, start_at, end_at, medians_of=None):
     """Every family's measures over [start_at, end_at), by period, slice and breakdown:
     one query per family (and breakdown type), rolled up into the slices by the
-    database (PostgreSQL) or here (SQLite)."""
+    database (PostgreSQL) or here (SQLite). With ``medians_of`` (family names): only
+    the medians of those families."""
     if connection.vendor == "postgresql":
-        return _gather_rolled_up(grain, start_at, end_at)
-    return _gather_python(grain, start_at, end_at)
+        return _gather_rolled_up(grain, start_at, end_at, medians_of).prune()
+    return _gather_python(grain, start_at, end_at, medians_of).prune()
 
 
-def _gather_python(grain, start_at, end_at):
+def _gather_python(grain, start_at, end_at, medians_of=None):
     teams = dict(User.objects.values_list("id", "team_id"))
     measures = Measures()
     for name, breakdown_types in _families_needed().items():
         family = FAMILIES[name]
+        if medians_of is not None and (name not in medians_of or not family.medians):
+            continue
         measure_names = list(family.measures)
-        for breakdown_type in (None, *sorted(breakdown_types)):
+        for breakdown_type in (None, *sorted(breakdown_types)) if medians_of is None else ():
             for row in family.aggregate(grain, start_at, end_at, breakdown_type):
-                values = {m: number(row[m]) for m in measure_names}
                 breakdown = breakdown_key(breakdown_type, row.get("_breakdown"))
                 for key in slice_keys(row, teams):
-                    sums = measures.sums[(row["_bucket"], key, breakdown)][name]
-                    for m, v in values.items():
-                        if v is not None:
-                            sums[m] = sums.get(m, 0) + v
+                    for m in measure_names:
+                        measures.add((row["_bucket"], key, breakdown), name, m, row[m])
         for row in family.median_values(grain, start_at, end_at):
             for key in slice_keys(row, teams):
                 lists = measures.values[(row["_bucket"], key, "")][name]
@@ -124,19 +157,25 @@ def _gather_python(grain, start_at, end_at):
     return measures
 
 
-def _gather_rolled_up(grain, start_at, end_at):
+def _gather_rolled_up(grain, start_at, end_at, medians_of=None):
     measures = Measures()
     for name, breakdown_types in _families_needed().items():
         family = FAMILIES[name]
-        for breakdown_type in (None, *sorted(breakdown_types)):
+        if medians_of is not None and (name not in medians_of or not family.medians):
+            continue
+        for breakdown_type in (None, *sorted(breakdown_types)) if medians_of is None else (None,):
             rows = family.rolled_up(grain, start_at, end_at, breakdown_type)
             for bucket, slice_key, breakdown_value, sums, medians in rows:
                 key = (bucket, slice_key, breakdown_key(breakdown_type, breakdown_value))
-                measures.sums[key][name] = {m: number(v) for m, v in sums.items() if v is not None}
+                if medians_of is None:
+                    measures.sums[key][name] = {m: v for m, v in sums.items() if v is not None}
                 for m, v in medians.items():
                     if v is not None:
                         measures.medians[key][(name, m)] = number(v)
     return measures
+
+
+MEDIAN_FAMILIES = frozenset(name for name, family in FAMILIES.items() if family.medians)
 
 
 def ratio(numerator, denominator, scale=1):
@@ -177,12 +216,16 @@ def compute(grain, periods, now=None):
     periods = sorted(set(periods))
     if not periods:
         return []
-    wanted = {p.start for p in periods}
     # One period more at the front: growth compares with the previous period.
     first = periods[0].previous()
-    start_at, end_at = first.start_at, periods[-1].end_at
-    measures = gather(grain, start_at, end_at)
-    spend = spend_by_period(grain, first.start, periods[-1].end)
+    return snapshots(grain, periods, gather(grain, first.start_at, periods[-1].end_at), now)
+
+
+def snapshots(grain, periods, measures, now):
+    """Unsaved snapshots of ``periods`` (sorted) from their ``measures`` (and those of
+    each one's previous period)."""
+    wanted = {p.start for p in periods}
+    spend = spend_by_period(grain, periods[0].previous().start, periods[-1].end)
     keys = {k for k in measures.keys() if k[0] in wanted}  # noqa: SIM118 (a method, not a dict)
     keys |= {(start, sl, "") for (start, sl) in spend if start in wanted}
     keys |= {(start, "company", "") for start in wanted}
@@ -280,21 +323,141 @@ def refresh_pipeline(grain, periods, now=None):
     """Replace the pipeline KPIs of every period of ``grain`` (they follow the open
     pipeline as it is now, whichever day changed it)."""
     rows = pipeline_snapshots(grain, periods, now=now)
+    return replace(KpiSnapshot.objects.filter(grain=grain, kpi__in=company.PIPELINE_KPIS), rows)
+
+
+STORED = Decimal("0.00000001")  # KpiSnapshot's decimal places
+
+
+def _stored(value):
+    return None if value is None else Decimal(value).quantize(STORED)
+
+
+def _reading(row):
+    return (_stored(row.value), _stored(row.numerator), _stored(row.denominator), row.extra)
+
+
+def write(grain, periods, rows):
+    """Make the snapshots of ``periods`` exactly ``rows``, writing only the rows whose
+    reading changed (an incremental recompute changes the few slices of one deal). The computation only reads;
+    the write transaction is kept short, so it never holds the database (SQLite's
+    single writer lock, PostgreSQL row locks) while aggregating."""
+    starts = [p.start for p in periods]
+    return replace(KpiSnapshot.objects.filter(grain=grain, period_start__in=starts), rows)
+
+
+def replace(stored, rows):
+    """Make the snapshot rows of the queryset ``stored`` exactly ``rows`` (see write)."""
+    fields = ("kpi", "period_start", "slice", "breakdown")
     with transaction.atomic():
-        KpiSnapshot.objects.filter(grain=grain, kpi__in=company.PIPELINE_KPIS).delete()
-        KpiSnapshot.objects.bulk_create(rows, batch_size=2000)
+        existing = {
+            (kpi, start, s, b): (pk, (value, num, den, extra))
+            for pk, kpi, start, s, b, value, num, den, extra in stored.values_list(
+                "pk", *fields, "value", "numerator", "denominator", "extra"
+            )
+        }
+        created, updated = [], []
+        for row in rows:
+            pk, reading = existing.pop(tuple(getattr(row, f) for f in fields), (None, None))
+            if pk is None:
+                created.append(row)
+            elif _reading(row) != reading:
+                row.pk = pk
+                updated.append(row)
+        gone = [pk for pk, _ in existing.values()]
+        for i in range(0, len(gone), 5000):
+            KpiSnapshot.objects.filter(pk__in=gone[i : i + 5000]).delete()
+        KpiSnapshot.objects.bulk_update(
+            updated, ["value", "numerator", "denominator", "extra"], batch_size=500
+        )
+        if rows:
+            # The period's "computed at" (its newest row, reports.data.computed_at)
+            # moves with every recompute: the company rows carry it; any other row
+            # keeps the time its reading last changed.
+            stored.filter(slice="company").update(computed_at=rows[0].computed_at)
+        KpiSnapshot.objects.bulk_create(created, batch_size=2000)
     return len(rows)
 
 
-def store(grain, periods, now=None):
-    """Replace the snapshots of ``periods``: same input, same rows. The computation
-    only reads; the write transaction is kept short, so it never holds the database
-    (SQLite's single writer lock, PostgreSQL row locks) while aggregating."""
+#: Days to recompute that lie closer than this are gathered as one range: a few more
+#: days in one query cost less than another query per family.
+DAY_GAP = 31
+
+
+def day_runs(periods):
+    """Sorted day periods grouped into ranges (gaps under ``DAY_GAP`` filled)."""
+    runs = []
+    for period in periods:
+        if runs and (period.start - runs[-1][-1].start).days < DAY_GAP:
+            last = runs[-1][-1]
+            while last.start < period.start:
+                last = last.following()
+                runs[-1].append(last)
+        else:
+            runs.append([period])
+    return runs
+
+
+def adjacent_runs(periods):
+    """Sorted periods grouped into runs of adjacent periods."""
+    runs = []
+    for period in periods:
+        if runs and runs[-1][-1].end == period.start:
+            runs[-1].append(period)
+        else:
+            runs.append([period])
+    return runs
+
+
+def store_days(periods, now=None):
+    """Recompute day periods from the deals: their snapshots, their ledger rows, and
+    (through the ledger) the sums of every larger period containing them. Returns
+    (rows written, {day: families whose measures changed})."""
+    total, changed = 0, {}
+    for run in day_runs(sorted(set(periods))):
+        # One day more at the front: growth compares with the previous day.
+        measures = gather(Grain.DAY, run[0].previous().start_at, run[-1].end_at)
+        changed.update(ledger.replace_days([p.start for p in run], measures))
+        total += write(Grain.DAY, run, snapshots(Grain.DAY, run, measures, now or timezone.now()))
+    return total, changed
+
+
+def refresh_ledger(first_day, last_day):
+    """Recompute the ledger's day rows of [first_day, last_day] from the deals (no
+    snapshots). Returns {day: families whose measures changed}."""
+    start_at = Period(Grain.DAY, first_day).start_at
+    end_at = Period(Grain.DAY, last_day).end_at
+    days = [p.start for p in periods_between(Grain.DAY, first_day, last_day)]
+    return ledger.replace_days(days, gather(Grain.DAY, start_at, end_at))
+
+
+def refresh_medians(grain, periods, families=MEDIAN_FAMILIES):
+    """Take the medians of ``families`` for ``periods`` from the deals into the ledger."""
+    families = set(families) & MEDIAN_FAMILIES
+    if not periods or not families:
+        return
+    fresh = Measures()
+    for run in adjacent_runs(sorted(set(periods))):
+        part = gather(grain, run[0].start_at, run[-1].end_at, medians_of=families)
+        fresh.medians.update(part.medians)
+        fresh.values.update(part.values)
+    ledger.refresh_medians(grain, [p.start for p in periods], families, fresh)
+
+
+def store(grain, periods, now=None, medians_of=MEDIAN_FAMILIES, days_fresh=False):
+    """Replace the snapshots of ``periods``: same input, same rows. A day is computed
+    from the deals (``store_days``); a larger period from its ledger row, whose sums
+    its days keep current, after taking again the medians of ``medians_of``. Unless
+    the caller has just recomputed them (``days_fresh``), the days of the periods (and
+    of the period before the first) are recomputed into the ledger first."""
     periods = sorted(set(periods))
-    rows = compute(grain, periods, now=now)
-    with transaction.atomic():
-        KpiSnapshot.objects.filter(
-            grain=grain, period_start__in=[p.start for p in periods]
-        ).delete()
-        KpiSnapshot.objects.bulk_create(rows, batch_size=2000)
-    return len(rows)
+    if not periods:
+        return 0
+    if Grain(grain) == Grain.DAY:
+        return store_days(periods, now)[0]
+    if not days_fresh:
+        refresh_ledger(periods[0].previous().start, periods[-1].end - datetime.timedelta(days=1))
+    refresh_medians(grain, periods, medians_of)
+    starts = {p.start for p in periods} | {p.previous().start for p in periods}
+    measures = ledger.load(grain, starts, Measures())
+    return write(grain, periods, snapshots(grain, periods, measures, now or timezone.now()))

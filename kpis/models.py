@@ -224,13 +224,18 @@ class StageSetting(models.Model):
 
 class RecomputeJob(models.Model):
     """A full recompute fanned out as one Celery task per part (a grain and a run of
-    its periods), so that several workers share it. The dirty marks present when it
+    its periods), so that several workers share it: the day parts first, then the
+    larger parts, which read the sums the days left in the ledger. The dirty marks present when it
     started are cleared when its last part is done (unless marked again meanwhile)."""
 
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
     parts = models.PositiveIntegerField(_("parts"))
     done = models.JSONField(_("parts done"), default=list)
     claimed = models.JSONField(_("dirty marks covered"), default=list)
+    # [[grain, first period start, last period start], ...], day parts first: the
+    # larger parts are sent once every day part is done (they read the day ledger).
+    plan = models.JSONField(_("parts planned"), default=list)
+    larger_sent = models.BooleanField(_("larger parts sent"), default=False)
     finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
 
     class Meta:
@@ -259,3 +264,47 @@ class MaturityHorizon(models.Model):
 
     def __str__(self):
         return f"{self.hour:%Y-%m-%d %H:00}: {self.days} d"
+
+
+class PeriodMeasures(models.Model):
+    """The additive measures of every KPI family for one period, slice and breakdown
+    (kpis/ledger.py): ``sums`` maps family -> measure -> exact sum, ``medians`` maps
+    "family.measure" -> median. Day rows are computed from the deals; every larger
+    period's sums are the sums of its days, kept so by adding each day's change."""
+
+    grain = models.CharField(_("grain"), max_length=10, choices=Grain.choices)
+    period_start = models.DateField(_("period start"))
+    slice = models.CharField(_("slice"), max_length=140)
+    breakdown = models.CharField(_("breakdown"), max_length=140, blank=True, default="")
+    sums = models.JSONField(_("sums"), default=dict)
+    medians = models.JSONField(_("medians"), default=dict)
+
+    class Meta:
+        verbose_name = _("period measures")
+        verbose_name_plural = _("period measures")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["grain", "period_start", "slice", "breakdown"],
+                name="measures_unique_key",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.grain} {self.period_start} {self.slice} {self.breakdown}"
+
+
+class LedgerState(models.Model):
+    """One row: updating it serialises the writers of ``PeriodMeasures`` (a row lock
+    on PostgreSQL, the write lock on SQLite), so each day's change is added to the
+    larger periods exactly once. ``built_at``: when the day rows last covered the
+    whole data span (until then an incremental recompute builds them first)."""
+
+    taken_at = models.DateTimeField(_("taken at"), default=timezone.now)
+    built_at = models.DateTimeField(_("built at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("measure ledger")
+        verbose_name_plural = _("measure ledger")
+
+    def __str__(self):
+        return f"ledger built {self.built_at}"

@@ -11,8 +11,14 @@ from django.db.models import Max, Min
 from django.utils import timezone
 
 from funnel.models import Activity, Deal, MarketingSpend, Offer, SalesCost
-from kpis import company, dirty, reading
-from kpis.compute import refresh_pipeline, store
+from kpis import company, dirty, ledger, reading
+from kpis.compute import (
+    refresh_ledger,
+    refresh_medians,
+    refresh_pipeline,
+    store,
+    store_days,
+)
 from kpis.models import RecomputeJob, Target
 from kpis.periods import GRAINS, Grain, Period, local_date, periods_between, today
 
@@ -25,9 +31,38 @@ DIRTY_BATCH = 400
 
 
 def recompute_period(grain, period_start):
+    """Recompute one period from the deals: its days first (the ledger), then the
+    period. Days whose measures changed are marked, so every other period containing
+    them follows."""
     reading.ensure_maturity()
     period = Period.containing(grain, period_start)
-    return store(grain, [period])
+    if Grain(grain) == Grain.DAY:
+        total, changed = store_days([period])
+    else:
+        # From the previous period's first day: growth compares with it.
+        first = period.previous().start
+        changed = refresh_ledger(first, period.end - datetime.timedelta(days=1))
+        total = store(grain, [period], days_fresh=True)
+    _follow(changed)
+    return total
+
+
+def _follow(changed):
+    """Mark the days whose ledger rows changed outside an incremental recompute: the
+    larger periods containing them were not recomputed with them."""
+    if changed:
+        dirty.mark_days(changed)
+
+
+def build_ledger():
+    """Fill the ledger for the whole data span: day rows from the deals (each larger
+    period's sums follow) and every larger period's medians. Done by a full recompute;
+    an incremental one does it first when no full recompute has (after an upgrade)."""
+    first, last = data_span()
+    refresh_ledger(first, last)
+    for grain in ledger.LARGER:
+        refresh_medians(grain, periods_of_span(grain))
+    ledger.set_built()
 
 
 def data_span():
@@ -69,8 +104,14 @@ def recompute_all(grains=GRAINS):
     reading.ensure_maturity()
     total = 0
     with company.sharing():
+        if Grain.DAY in grains:
+            total += store_days(periods_of_span(Grain.DAY))[0]
+        else:
+            refresh_ledger(*data_span())
         for grain in grains:
-            total += store(grain, periods_of_span(grain))
+            if Grain(grain) != Grain.DAY:
+                total += store(grain, periods_of_span(grain), days_fresh=True)
+    ledger.set_built()
     dirty.release(claimed)
     return total
 
@@ -93,37 +134,62 @@ def plan_parts(grains=GRAINS):
 
 
 def start_full_recompute(grains=GRAINS):
-    """Claim every dirty mark and plan the parts; the caller runs or enqueues each part
-    (``recompute_part``). Returns (job, parts)."""
+    """Claim every dirty mark and plan the parts. Returns (job, [(index, part)]): the
+    parts to run or enqueue now (the day parts); ``recompute_part`` hands out the
+    others once the days are done."""
     claimed = dirty.claim(limit=None)
     parts = plan_parts(grains)
+    days = [(i, part) for i, part in enumerate(parts) if part[0] == Grain.DAY]
     job = RecomputeJob.objects.create(
-        parts=len(parts), claimed=[[day.isoformat(), generation] for day, generation in claimed]
+        parts=len(parts),
+        claimed=[[day.isoformat(), generation] for day, generation in claimed],
+        plan=[[grain, first.isoformat(), last.isoformat()] for grain, first, last in parts],
+        larger_sent=not days,
     )
-    return job, parts
+    return job, days or list(enumerate(parts))
 
 
 def recompute_part(job_id, index, grain, first, last):
-    """Recompute one part of a full recompute; the last part to finish clears the
-    marks the job covered. Running a part twice is harmless."""
+    """Recompute one part of a full recompute. Returns the parts to send next: the
+    larger ones, handed out once (by the part that finishes the days). The last part to
+    finish clears the marks the job covered. Running a part twice is harmless."""
     reading.ensure_maturity()
-    total = store(grain, periods_between(grain, first, last))
+    periods = periods_between(grain, first, last)
+    changed = {}
+    if Grain(grain) == Grain.DAY:
+        changed = store_days(periods)[1]
+    else:
+        store(grain, periods, days_fresh=True)
+    send = []
     with transaction.atomic():
         job = RecomputeJob.objects.select_for_update().filter(pk=job_id).first()
+        if job is None or job.finished_at is not None or job.larger_sent:
+            # A day part redelivered after the larger parts were sent: the days that
+            # changed are marked, so their larger periods follow.
+            _follow(changed)
         if job is None or job.finished_at is not None:
-            return total
+            return send
         if index not in job.done:
             job.done.append(index)
+        plan = [
+            (g, datetime.date.fromisoformat(a), datetime.date.fromisoformat(b))
+            for g, a, b in job.plan
+        ]
+        days_done = all(i in job.done for i, part in enumerate(plan) if part[0] == Grain.DAY)
+        if days_done and not job.larger_sent:
+            job.larger_sent = True
+            send = [(i, part) for i, part in enumerate(plan) if part[0] != Grain.DAY]
         finished = len(job.done) >= job.parts
         if finished:
             job.finished_at = timezone.now()
-        job.save(update_fields=["done", "finished_at"])
+        job.save(update_fields=["done", "finished_at", "larger_sent"])
     if finished:
+        ledger.set_built()
         dirty.release(
             [(datetime.date.fromisoformat(day), generation) for day, generation in job.claimed]
         )
         log.info("full recompute %s finished (%d parts)", job_id, job.parts)
-    return total
+    return send
 
 
 def periods_for_days(days):
@@ -131,10 +197,24 @@ def periods_for_days(days):
 
 
 def recompute_days(days):
+    """Recompute the days from the deals, then every larger period containing them
+    from the ledger (their sums already include the days' changes); only the medians
+    of the families that changed are taken again."""
     total = 0
     with company.sharing():
-        for grain, periods in periods_for_days(days).items():
-            total += store(grain, periods)
+        if not ledger.is_built():
+            build_ledger()
+        by_grain = periods_for_days(days)
+        written, changed = store_days(by_grain[Grain.DAY])
+        total += written
+        for grain, periods in by_grain.items():
+            if grain != Grain.DAY:
+                families = set()
+                for period in periods:
+                    for day, names in changed.items():
+                        if period.start <= day < period.end:
+                            families |= names
+                total += store(grain, periods, medians_of=families, days_fresh=True)
             # The weighted pipeline of every period follows today's open pipeline.
             total += refresh_pipeline(grain, periods_of_span(grain))
     return total

@@ -25,24 +25,31 @@ def recompute_period(grain, period_start):
 @shared_task(name="kpis.recompute_all", acks_late=True, **RETRY)
 def recompute_all():
     """Fan a full recompute out: one task per part (a grain and a run of its periods),
-    shared by every worker. Returns the job id."""
+    shared by every worker; the day parts first, the larger ones when the days are
+    done. Returns the job id."""
     job, parts = recompute.start_full_recompute()
-    for index, (grain, first, last) in enumerate(parts):
-        recompute_part.delay(job.pk, index, grain, first.isoformat(), last.isoformat())
+    _send(job.pk, parts)
     return job.pk
+
+
+def _send(job_id, parts):
+    for index, (grain, first, last) in parts:
+        recompute_part.delay(job_id, index, grain, first.isoformat(), last.isoformat())
 
 
 @shared_task(name="kpis.recompute_part", acks_late=True, **RETRY)
 def recompute_part(job_id, index, grain, first, last):
     import datetime
 
-    return recompute.recompute_part(
+    parts = recompute.recompute_part(
         job_id,
         index,
         grain,
         datetime.date.fromisoformat(first),
         datetime.date.fromisoformat(last),
     )
+    _send(job_id, parts)
+    return len(parts)
 
 
 @shared_task(name="kpis.recompute_dirty", acks_late=True, **RETRY)

@@ -33,7 +33,9 @@ from kpis.models import (
     DirtyDay,
     Forecast,
     KpiSnapshot,
+    LedgerState,
     MaturityHorizon,
+    PeriodMeasures,
     RecomputeJob,
     StageSetting,
     Target,
@@ -64,6 +66,8 @@ VIEW_ONLY = {
     StageSetting,
     RecomputeJob,
     MaturityHorizon,
+    PeriodMeasures,
+    LedgerState,
     # django-axes records sign-ins; nobody adds them by hand.
     AccessAttempt,
     AccessLog,
@@ -152,6 +156,10 @@ def one_of_each(rep, team_a):
     )
     DirtyDay.objects.get_or_create(day=month)  # the spend above marked it already
     RecomputeJob.objects.create(parts=3, done=[0], claimed=[month.isoformat()])
+    PeriodMeasures.objects.get_or_create(
+        grain="month", period_start=month, slice="company", defaults={"sums": {"lead": {"n": 2}}}
+    )
+    LedgerState.objects.get_or_create(pk=1)
     reading.ensure_maturity()
     Token.objects.create(user=rep)
     # django-axes's sign-in records (config/settings.py: login brute-force protection).

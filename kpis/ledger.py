@@ -1,0 +1,310 @@
+"""The measure ledger: every family's additive measures stored per period, slice and
+breakdown (``PeriodMeasures``), so that a change recomputes days, not years.
+
+Day rows are computed from the deals. A week, month, quarter or year is a union of
+whole local days, so each of its sums is the sum of its days' sums: when a day is
+recomputed, the difference between its new and its stored measures is added to every
+larger period containing it, in the same transaction as the day rows are replaced.
+Sums are kept exact (counts, Decimal money, durations in microseconds), so a period
+built from its days' changes equals one aggregated at once, to the last digit.
+
+Medians are not additive: each row keeps the medians of its period, taken from the
+deals, and an incremental recompute takes again only those of the families whose
+measures changed (``refresh_medians``).
+
+Writers take ``LedgerState``'s row first (``_take``), so two workers never add the
+same day's change twice. A full recompute rewrites the day rows from the deals, which
+repairs anything: a team change, an edit that marked nothing, a lost row.
+"""
+
+import datetime
+from collections import defaultdict
+from decimal import Decimal
+
+from django.db import transaction
+from django.utils import timezone
+
+from kpis.models import LedgerState, PeriodMeasures
+from kpis.periods import Grain, start_of
+
+LARGER = (Grain.WEEK, Grain.MONTH, Grain.QUARTER, Grain.YEAR)
+
+#: Filter larger rows by slice when a change touches at most this many slices (one
+#: deal touches six); a full build reads the periods' rows whole.
+SLICE_FILTER_MAX = 200
+
+
+# --- exact values ---------------------------------------------------------------------
+
+
+def encode(value):
+    """A JSON form that decodes to the same exact value."""
+    if isinstance(value, datetime.timedelta):
+        return {"us": (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds}
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def decode(value):
+    if isinstance(value, dict):
+        return datetime.timedelta(microseconds=value["us"])
+    if isinstance(value, str):
+        return Decimal(value)
+    return value
+
+
+def is_zero(value):
+    return value == datetime.timedelta(0) if isinstance(value, datetime.timedelta) else value == 0
+
+
+def add(a, b):
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a + b
+
+
+def subtract(a, b):
+    if b is None:
+        return a
+    if a is None:
+        return -b
+    return a - b
+
+
+def pruned(families):
+    """``{family: {measure: value}}`` without zero values and empty families: a sum of
+    0 reads as an absent one (kpis.compute.Measures.get), and a family with nothing
+    left computes only empty KPIs."""
+    out = {}
+    for family, sums in families.items():
+        kept = {m: v for m, v in sums.items() if v is not None and not is_zero(v)}
+        if kept:
+            out[family] = kept
+    return out
+
+
+def _difference(new, old):
+    out = {}
+    for family in set(new) | set(old):
+        a, b = new.get(family, {}), old.get(family, {})
+        diff = {m: subtract(a.get(m), b.get(m)) for m in set(a) | set(b)}
+        diff = {m: v for m, v in diff.items() if not is_zero(v)}
+        if diff:
+            out[family] = diff
+    return out
+
+
+def _plus(families, delta):
+    out = {family: dict(sums) for family, sums in families.items()}
+    for family, sums in delta.items():
+        target = out.setdefault(family, {})
+        for m, v in sums.items():
+            target[m] = add(target.get(m), v)
+    return pruned(out)
+
+
+def _encode_sums(families):
+    return {f: {m: encode(v) for m, v in sums.items()} for f, sums in families.items()}
+
+
+def _decode_sums(families):
+    return {f: {m: decode(v) for m, v in sums.items()} for f, sums in families.items()}
+
+
+def _median_families(medians):
+    return {name.split(".", 1)[0] for name in medians}
+
+
+# --- the lock and the build flag --------------------------------------------------------
+
+
+def _take():
+    """Inside a transaction: serialise with every other ledger writer."""
+    now = timezone.now()
+    if not LedgerState.objects.filter(pk=1).update(taken_at=now):
+        LedgerState.objects.get_or_create(pk=1)
+        LedgerState.objects.filter(pk=1).update(taken_at=now)
+
+
+def is_built():
+    return LedgerState.objects.filter(pk=1, built_at__isnull=False).exists()
+
+
+def set_built():
+    with transaction.atomic():
+        _take()
+        LedgerState.objects.filter(pk=1).update(built_at=timezone.now())
+
+
+# --- reading --------------------------------------------------------------------------
+
+
+def load(grain, starts, measures):
+    """Add the stored sums and medians of the periods starting at ``starts`` to
+    ``measures`` (a kpis.compute.Measures)."""
+    rows = PeriodMeasures.objects.filter(grain=grain, period_start__in=sorted(set(starts)))
+    for start, slice_, breakdown, sums, medians in rows.values_list(
+        "period_start", "slice", "breakdown", "sums", "medians"
+    ):
+        key = (start, slice_, breakdown)
+        for family, values in _decode_sums(sums).items():
+            measures.sums[key][family] = values
+        for name, value in medians.items():
+            family, measure = name.split(".", 1)
+            measures.medians[key][(family, measure)] = Decimal(value)
+    return measures
+
+
+# --- writing --------------------------------------------------------------------------
+
+
+def replace_days(days, measures):
+    """Store the day measures of ``days`` from ``measures`` (gathered at day grain from
+    the deals) and add each day's change to the larger periods containing it. Returns
+    {day: families whose sums or medians changed}."""
+    days = sorted(set(days))
+    wanted = set(days)
+    new = {}
+    for key, families in measures.sums.items():
+        if key[0] in wanted:
+            families = pruned(families)
+            if families:
+                new[key] = [families, {}]
+    for key, family, measure, value in measures.median_items():
+        if key[0] in wanted:
+            new.setdefault(key, [{}, {}])[1][f"{family}.{measure}"] = str(value)
+    changed = defaultdict(set)
+    with transaction.atomic():
+        _take()
+        old = {
+            (start, s, b): (pk, _decode_sums(sums), medians)
+            for pk, start, s, b, sums, medians in PeriodMeasures.objects.filter(
+                grain=Grain.DAY, period_start__in=days
+            ).values_list("pk", "period_start", "slice", "breakdown", "sums", "medians")
+        }
+        delta, gone, created = {}, [], []
+        for key in set(old) | set(new):
+            pk, old_sums, old_medians = old.get(key, (None, {}, {}))
+            new_sums, new_medians = new.get(key, ({}, {}))
+            diff = _difference(new_sums, old_sums)
+            moved = {
+                name
+                for name in set(old_medians) | set(new_medians)
+                if old_medians.get(name) != new_medians.get(name)
+            }
+            if not diff and not moved:
+                continue
+            if diff:
+                delta[key] = diff
+            changed[key[0]].update(diff, _median_families(moved))
+            if pk is not None:
+                gone.append(pk)
+            if key in new:
+                created.append(
+                    PeriodMeasures(
+                        grain=Grain.DAY,
+                        period_start=key[0],
+                        slice=key[1],
+                        breakdown=key[2],
+                        sums=_encode_sums(new_sums),
+                        medians=new_medians,
+                    )
+                )
+        for i in range(0, len(gone), 2000):
+            PeriodMeasures.objects.filter(pk__in=gone[i : i + 2000]).delete()
+        PeriodMeasures.objects.bulk_create(created, batch_size=2000)
+        for grain in LARGER:
+            _add(grain, delta)
+    return changed
+
+
+def _add(grain, delta):
+    """Add day changes ``{(day, slice, breakdown): {family: {measure: change}}}`` to the
+    ``grain`` periods containing those days."""
+    totals = defaultdict(dict)
+    for (day, slice_, breakdown), families in delta.items():
+        key = (start_of(grain, day), slice_, breakdown)
+        totals[key] = _plus(totals[key], families) if totals[key] else families
+    if not totals:
+        return
+    rows = PeriodMeasures.objects.filter(
+        grain=grain, period_start__in=sorted({k[0] for k in totals})
+    )
+    slices = {k[1] for k in totals}
+    if len(slices) <= SLICE_FILTER_MAX:
+        rows = rows.filter(slice__in=sorted(slices))
+    existing = {(r.period_start, r.slice, r.breakdown): r for r in rows}
+    updated, created, gone = [], [], []
+    for key, change in totals.items():
+        row = existing.get(key)
+        if row is None:
+            sums = pruned(change)
+            if sums:
+                created.append(
+                    PeriodMeasures(
+                        grain=grain,
+                        period_start=key[0],
+                        slice=key[1],
+                        breakdown=key[2],
+                        sums=_encode_sums(sums),
+                    )
+                )
+            continue
+        sums = _plus(_decode_sums(row.sums), change)
+        if not sums and not row.medians:
+            gone.append(row.pk)
+        else:
+            row.sums = _encode_sums(sums)
+            updated.append(row)
+    PeriodMeasures.objects.filter(pk__in=gone).delete()
+    PeriodMeasures.objects.bulk_update(updated, ["sums"], batch_size=500)
+    PeriodMeasures.objects.bulk_create(created, batch_size=2000)
+
+
+def refresh_medians(grain, starts, families, measures):
+    """Replace the medians of ``families`` in the ``grain`` periods starting at
+    ``starts`` with those of ``measures`` (taken from the deals)."""
+    starts = sorted(set(starts))
+    if not starts or not families:
+        return
+    fresh = defaultdict(dict)
+    for key, family, measure, value in measures.median_items():
+        if key[0] in starts and family in families:
+            fresh[key][f"{family}.{measure}"] = str(value)
+    with transaction.atomic():
+        _take()
+        rows = PeriodMeasures.objects.filter(grain=grain, period_start__in=starts, breakdown="")
+        existing = {(r.period_start, r.slice, r.breakdown): r for r in rows}
+        updated, created, gone = [], [], []
+        for key in set(existing) | set(fresh):
+            row = existing.get(key)
+            kept = {}
+            if row is not None:
+                kept = {
+                    name: v
+                    for name, v in row.medians.items()
+                    if name.split(".", 1)[0] not in families
+                }
+            medians = {**kept, **fresh.get(key, {})}
+            if row is None:
+                created.append(
+                    PeriodMeasures(
+                        grain=grain,
+                        period_start=key[0],
+                        slice=key[1],
+                        breakdown=key[2],
+                        medians=medians,
+                    )
+                )
+            elif medians != row.medians:
+                if not medians and not row.sums:
+                    gone.append(row.pk)
+                else:
+                    row.medians = medians
+                    updated.append(row)
+        PeriodMeasures.objects.filter(pk__in=gone).delete()
+        PeriodMeasures.objects.bulk_update(updated, ["medians"], batch_size=500)
+        PeriodMeasures.objects.bulk_create(created, batch_size=2000)
