@@ -1,0 +1,155 @@
+"""The measure ledger (kpis/ledger.py): every larger period's sums are exactly the sums
+of its days, kept so by adding each recomputed day's change, and equal to a ledger
+built from scratch after any sequence of changes and incremental recomputes."""
+
+import datetime
+from collections import defaultdict
+from decimal import Decimal
+
+from funnel import domain
+from funnel.stages import Stage
+from kpis import compute, ledger, recompute
+from kpis.models import DirtyDay, KpiSnapshot, LedgerState, PeriodMeasures
+from kpis.periods import GRAINS, Grain, Period, local_date, start_of, today
+from tests.factories import days_ago, deal_in_stage, lost_reason, make_deal
+
+
+def test_exact_values_survive_the_json_round_trip():
+    for value in (
+        7,
+        -3,
+        Decimal("12345678901234.57"),
+        Decimal("-0.01"),
+        datetime.timedelta(days=3, seconds=7, microseconds=1),
+        -datetime.timedelta(microseconds=1),
+    ):
+        assert ledger.decode(ledger.encode(value)) == value
+        assert type(ledger.decode(ledger.encode(value))) is type(value)
+
+
+def test_zero_sums_and_empty_families_are_pruned():
+    assert ledger.pruned(
+        {"a": {"n": 0, "days": datetime.timedelta(0)}, "b": {"n": 2, "value": Decimal("0.00")}}
+    ) == {"b": {"n": 2}}
+
+
+def _ledger():
+    """{(grain, start, slice, breakdown): (sums, medians)} as stored, exact."""
+    return {
+        (g, start, s, b): (ledger._decode_sums(sums), medians)
+        for g, start, s, b, sums, medians in PeriodMeasures.objects.values_list(
+            "grain", "period_start", "slice", "breakdown", "sums", "medians"
+        )
+    }
+
+
+def _summed_days(rows):
+    """Each larger period's sums rebuilt from the stored day rows."""
+    out = defaultdict(dict)
+    for (grain, day, slice_, breakdown), (sums, _) in rows.items():
+        if grain != Grain.DAY:
+            continue
+        for larger in ledger.LARGER:
+            key = (larger.value, start_of(larger, day), slice_, breakdown)
+            out[key] = ledger._plus(out[key], sums)
+    return {key: sums for key, sums in out.items() if sums}
+
+
+def _snapshots():
+    return sorted(
+        (*r[:-1], sorted(r[-1].items()))
+        for r in KpiSnapshot.objects.values_list(
+            "kpi",
+            "grain",
+            "period_start",
+            "slice",
+            "breakdown",
+            "value",
+            "numerator",
+            "denominator",
+            "extra",
+        )
+    )
+
+
+def test_incremental_changes_keep_every_period_equal_to_its_days_and_to_a_fresh_build(
+    rep, teammate, manager
+):
+    old = deal_in_stage(rep, Stage.NEGOTIATION, start_days_ago=200)
+    deal_in_stage(teammate, Stage.OFFER, start_days_ago=90)
+    lost = deal_in_stage(rep, Stage.NEEDS, start_days_ago=120)
+    domain.mark_lost(lost, lost_reason("price"), by=rep, at=days_ago(100))
+    recompute.recompute_all()
+    assert ledger.is_built()
+    # Wins, losses, a reopening, new leads now and back-dated, moves with and without
+    # skips: sums go up and down, families appear and vanish, medians move.
+    domain.agree_terms(old, by=rep, agreed_value=Decimal("9000"), discount_pct=Decimal("10"))
+    fresh = make_deal(rep, at=days_ago(8))
+    domain.move_forward(fresh, Stage.OFFER, by=rep, at=days_ago(6))
+    recompute.recompute_all_dirty()
+    domain.reopen(lost, by=manager, at=days_ago(2))
+    other = make_deal(teammate, at=days_ago(40))
+    domain.mark_lost(other, lost_reason("price"), by=teammate, at=days_ago(39))
+    recompute.recompute_all_dirty()
+    assert not DirtyDay.objects.exists()
+
+    incremental = _ledger()
+    larger = {k: sums for k, (sums, _) in incremental.items() if k[0] != Grain.DAY and sums}
+    assert larger == _summed_days(incremental)
+    # The same numbers as a ledger and snapshots built from nothing.
+    snapshots = _snapshots()
+    PeriodMeasures.objects.all().delete()
+    LedgerState.objects.all().delete()
+    recompute.recompute_all()
+    assert _ledger() == incremental
+    assert _snapshots() == snapshots
+    # The year holds this year's leads: the three set up above, the two added, and
+    # the won deal's (start_days_ago=200 may fall in the previous year).
+    year = Period.containing(Grain.YEAR, today())
+    row = PeriodMeasures.objects.get(
+        grain=Grain.YEAR, period_start=year.start, slice="company", breakdown=""
+    )
+    leads = sum(1 for n in (200, 90, 120, 8, 40) if local_date(days_ago(n)) >= year.start)
+    assert row.sums["lead"]["n"] == leads
+
+
+def test_recomputing_the_same_days_twice_changes_nothing(rep):
+    deal_in_stage(rep, Stage.OFFER, start_days_ago=10)
+    recompute.recompute_all()
+    before = _ledger()
+    period = Period.containing(Grain.DAY, local_date(days_ago(10)))
+    measures = compute.gather(Grain.DAY, period.start_at, period.end_at)
+    assert ledger.replace_days([period.start], measures) == {}
+    assert _ledger() == before
+
+
+def test_a_recompute_before_any_full_one_builds_the_ledger_first(rep):
+    deal_in_stage(rep, Stage.OFFER, start_days_ago=50)
+    DirtyDay.objects.all().delete()  # as after an upgrade: snapshots, no ledger, no marks
+    assert not ledger.is_built()
+    make_deal(rep, at=days_ago(1))
+    recompute.recompute_all_dirty()
+    assert ledger.is_built()
+    # The larger periods count the deal of 50 days ago, whose days were not marked:
+    # the build took every day from the deals.
+    built = _ledger()
+    year = Period.containing(Grain.YEAR, today())
+    leads = sum(1 for n in (50, 1) if local_date(days_ago(n)) >= year.start)
+    assert built[("year", year.start, "company", "")][0]["lead"]["n"] == leads
+    PeriodMeasures.objects.all().delete()
+    LedgerState.objects.all().delete()
+    recompute.recompute_all()
+    assert _ledger() == built
+
+
+def test_every_grain_of_a_full_recompute_has_ledger_rows(rep):
+    deal_in_stage(rep, Stage.CLOSING, start_days_ago=30)
+    recompute.recompute_all()
+    grains = set(PeriodMeasures.objects.values_list("grain", flat=True))
+    assert grains == {g.value for g in GRAINS}
+    # The won-deal medians (days to close...) of the month containing the win.
+    month = Period.containing(Grain.MONTH, today())
+    medians = PeriodMeasures.objects.filter(
+        grain=Grain.MONTH, period_start__lte=month.start, slice="company", breakdown=""
+    ).values_list("medians", flat=True)
+    assert any(name.startswith("stay_") for m in medians for name in m)
