@@ -161,6 +161,18 @@ def load(grain, starts, measures):
 # --- writing --------------------------------------------------------------------------
 
 
+def _new_row(grain, key, sums=None, medians=None):
+    start, slice_, breakdown = key
+    return PeriodMeasures(
+        grain=grain,
+        period_start=start,
+        slice=slice_,
+        breakdown=breakdown,
+        sums=_encode_sums(sums or {}),
+        medians=medians or {},
+    )
+
+
 def replace_days(days, measures):
     """Store the day measures of ``days`` from ``measures`` (gathered at day grain from
     the deals) and add each day's change to the larger periods containing it. Returns
@@ -203,16 +215,7 @@ def replace_days(days, measures):
             if pk is not None:
                 gone.append(pk)
             if key in new:
-                created.append(
-                    PeriodMeasures(
-                        grain=Grain.DAY,
-                        period_start=key[0],
-                        slice=key[1],
-                        breakdown=key[2],
-                        sums=_encode_sums(new_sums),
-                        medians=new_medians,
-                    )
-                )
+                created.append(_new_row(Grain.DAY, key, new_sums, new_medians))
         for i in range(0, len(gone), 2000):
             PeriodMeasures.objects.filter(pk__in=gone[i : i + 2000]).delete()
         PeriodMeasures.objects.bulk_create(created, batch_size=2000)
@@ -243,15 +246,7 @@ def _add(grain, delta):
         if row is None:
             sums = pruned(change)
             if sums:
-                created.append(
-                    PeriodMeasures(
-                        grain=grain,
-                        period_start=key[0],
-                        slice=key[1],
-                        breakdown=key[2],
-                        sums=_encode_sums(sums),
-                    )
-                )
+                created.append(_new_row(grain, key, sums))
             continue
         sums = _plus(_decode_sums(row.sums), change)
         if not sums and not row.medians:
@@ -290,15 +285,7 @@ def refresh_medians(grain, starts, families, measures):
                 }
             medians = {**kept, **fresh.get(key, {})}
             if row is None:
-                created.append(
-                    PeriodMeasures(
-                        grain=grain,
-                        period_start=key[0],
-                        slice=key[1],
-                        breakdown=key[2],
-                        medians=medians,
-                    )
-                )
+                created.append(_new_row(grain, key, medians=medians))
             elif medians != row.medians:
                 if not medians and not row.sums:
                     gone.append(row.pk)

@@ -9,9 +9,10 @@ from decimal import Decimal
 from funnel import domain
 from funnel.stages import Stage
 from kpis import compute, ledger, recompute
-from kpis.models import DirtyDay, KpiSnapshot, LedgerState, PeriodMeasures
+from kpis.models import DirtyDay, LedgerState, PeriodMeasures
 from kpis.periods import GRAINS, Grain, Period, local_date, start_of, today
 from tests.factories import days_ago, deal_in_stage, lost_reason, make_deal
+from tests.kpis.test_freshness import _rows_with_extra as _snapshots
 
 
 def test_exact_values_survive_the_json_round_trip():
@@ -53,23 +54,6 @@ def _summed_days(rows):
             key = (larger.value, start_of(larger, day), slice_, breakdown)
             out[key] = ledger._plus(out[key], sums)
     return {key: sums for key, sums in out.items() if sums}
-
-
-def _snapshots():
-    return sorted(
-        (*r[:-1], sorted(r[-1].items()))
-        for r in KpiSnapshot.objects.values_list(
-            "kpi",
-            "grain",
-            "period_start",
-            "slice",
-            "breakdown",
-            "value",
-            "numerator",
-            "denominator",
-            "extra",
-        )
-    )
 
 
 def test_incremental_changes_keep_every_period_equal_to_its_days_and_to_a_fresh_build(
