@@ -326,7 +326,8 @@ def refresh_pipeline(grain, periods, now=None):
     return replace(KpiSnapshot.objects.filter(grain=grain, kpi__in=company.PIPELINE_KPIS), rows)
 
 
-STORED = Decimal("0.00000001")  # KpiSnapshot's decimal places
+#: The quantum KpiSnapshot stores values at: a reading compares as the database keeps it.
+STORED = Decimal(1).scaleb(-KpiSnapshot._meta.get_field("value").decimal_places)
 
 
 def _stored(value):
@@ -339,9 +340,10 @@ def _reading(row):
 
 def write(grain, periods, rows):
     """Make the snapshots of ``periods`` exactly ``rows``, writing only the rows whose
-    reading changed (an incremental recompute changes the few slices of one deal). The computation only reads;
-    the write transaction is kept short, so it never holds the database (SQLite's
-    single writer lock, PostgreSQL row locks) while aggregating."""
+    reading changed (an incremental recompute changes the few slices of one deal).
+    The computation only reads; the write transaction is kept short, so it never holds
+    the database (SQLite's single writer lock, PostgreSQL row locks) while
+    aggregating."""
     starts = [p.start for p in periods]
     return replace(KpiSnapshot.objects.filter(grain=grain, period_start__in=starts), rows)
 
@@ -431,6 +433,12 @@ def refresh_ledger(first_day, last_day):
     return ledger.replace_days(days, gather(Grain.DAY, start_at, end_at))
 
 
+def refresh_ledger_for(periods):
+    """Recompute into the ledger the days of ``periods`` (sorted) and of the period
+    before the first (growth compares with it). Returns what ``refresh_ledger`` does."""
+    return refresh_ledger(periods[0].previous().start, periods[-1].end - datetime.timedelta(days=1))
+
+
 def refresh_medians(grain, periods, families=MEDIAN_FAMILIES):
     """Take the medians of ``families`` for ``periods`` from the deals into the ledger."""
     families = set(families) & MEDIAN_FAMILIES
@@ -456,7 +464,7 @@ def store(grain, periods, now=None, medians_of=MEDIAN_FAMILIES, days_fresh=False
     if Grain(grain) == Grain.DAY:
         return store_days(periods, now)[0]
     if not days_fresh:
-        refresh_ledger(periods[0].previous().start, periods[-1].end - datetime.timedelta(days=1))
+        refresh_ledger_for(periods)
     refresh_medians(grain, periods, medians_of)
     starts = {p.start for p in periods} | {p.previous().start for p in periods}
     measures = ledger.load(grain, starts, Measures())

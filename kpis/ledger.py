@@ -230,7 +230,7 @@ def _add(grain, delta):
     totals = defaultdict(dict)
     for (day, slice_, breakdown), families in delta.items():
         key = (start_of(grain, day), slice_, breakdown)
-        totals[key] = _plus(totals[key], families) if totals[key] else families
+        totals[key] = _plus(totals[key], families)
     if not totals:
         return
     rows = PeriodMeasures.objects.filter(
@@ -244,9 +244,8 @@ def _add(grain, delta):
     for key, change in totals.items():
         row = existing.get(key)
         if row is None:
-            sums = pruned(change)
-            if sums:
-                created.append(_new_row(grain, key, sums))
+            if change:
+                created.append(_new_row(grain, key, change))
             continue
         sums = _plus(_decode_sums(row.sums), change)
         if not sums and not row.medians:

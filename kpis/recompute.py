@@ -14,6 +14,7 @@ from funnel.models import Activity, Deal, MarketingSpend, Offer, SalesCost
 from kpis import company, dirty, ledger, reading
 from kpis.compute import (
     refresh_ledger,
+    refresh_ledger_for,
     refresh_medians,
     refresh_pipeline,
     store,
@@ -39,9 +40,7 @@ def recompute_period(grain, period_start):
     if Grain(grain) == Grain.DAY:
         total, changed = store_days([period])
     else:
-        # From the previous period's first day: growth compares with it.
-        first = period.previous().start
-        changed = refresh_ledger(first, period.end - datetime.timedelta(days=1))
+        changed = refresh_ledger_for([period])
         total = store(grain, [period], days_fresh=True)
     _follow(changed)
     return total
@@ -58,10 +57,10 @@ def build_ledger():
     """Fill the ledger for the whole data span: day rows from the deals (each larger
     period's sums follow) and every larger period's medians. Done by a full recompute;
     an incremental one does it first when no full recompute has (after an upgrade)."""
-    first, last = data_span()
-    refresh_ledger(first, last)
+    span = data_span()
+    refresh_ledger(*span)
     for grain in ledger.LARGER:
-        refresh_medians(grain, periods_of_span(grain))
+        refresh_medians(grain, periods_of_span(grain, span))
     ledger.set_built()
 
 
@@ -90,9 +89,9 @@ def data_span():
     return (min(firsts) if firsts else today()), max(lasts)
 
 
-def periods_of_span(grain):
-    first, last = data_span()
-    return periods_between(grain, first, last)
+def periods_of_span(grain, span=None):
+    """Every ``grain`` period of the data span (``span``: one already read)."""
+    return periods_between(grain, *(span or data_span()))
 
 
 def recompute_all(grains=GRAINS):
@@ -103,14 +102,15 @@ def recompute_all(grains=GRAINS):
     claimed = dirty.claim(limit=None)
     reading.ensure_maturity()
     total = 0
+    span = data_span()
     with company.sharing():
         if Grain.DAY in grains:
-            total += store_days(periods_of_span(Grain.DAY))[0]
+            total += store_days(periods_of_span(Grain.DAY, span))[0]
         else:
-            refresh_ledger(*data_span())
+            refresh_ledger(*span)
         for grain in grains:
             if Grain(grain) != Grain.DAY:
-                total += store(grain, periods_of_span(grain), days_fresh=True)
+                total += store(grain, periods_of_span(grain, span), days_fresh=True)
     ledger.set_built()
     dirty.release(claimed)
     return total
@@ -204,6 +204,7 @@ def recompute_days(days):
     with company.sharing():
         if not ledger.is_built():
             build_ledger()
+        span = data_span()
         by_grain = periods_for_days(days)
         written, changed = store_days(by_grain[Grain.DAY])
         total += written
@@ -216,7 +217,7 @@ def recompute_days(days):
                             families |= names
                 total += store(grain, periods, medians_of=families, days_fresh=True)
             # The weighted pipeline of every period follows today's open pipeline.
-            total += refresh_pipeline(grain, periods_of_span(grain))
+            total += refresh_pipeline(grain, periods_of_span(grain, span))
     return total
 
 

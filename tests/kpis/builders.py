@@ -11,6 +11,7 @@ from decimal import Decimal
 from funnel import stages
 from funnel.models import ClosingDocument, Deal
 from funnel.stages import Stage, Status
+from kpis.models import KpiSnapshot
 from tests.factories import CompanyFactory
 
 ONE_HOUR = datetime.timedelta(hours=1)
@@ -89,4 +90,22 @@ def won_row(owner, lead_at, won_at, value, **kw):
         agreed_value=value,
         agreed_value_base=value,
         **kw,
+    )
+
+
+def snapshot_rows():
+    """Every stored snapshot, its reading and extra included, in a stable order."""
+    return sorted(
+        (*r[:-1], sorted(r[-1].items()))
+        for r in KpiSnapshot.objects.values_list(
+            "kpi",
+            "grain",
+            "period_start",
+            "slice",
+            "breakdown",
+            "value",
+            "numerator",
+            "denominator",
+            "extra",
+        )
     )

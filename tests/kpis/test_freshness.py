@@ -17,6 +17,7 @@ from kpis import dirty, recompute
 from kpis.models import DirtyDay, KpiSnapshot
 from kpis.periods import Period, local_date, today
 from tests.factories import days_ago, deal_in_stage, lost_reason, make_deal
+from tests.kpis.builders import snapshot_rows
 
 
 def marked_days():
@@ -348,23 +349,6 @@ def test_commits_never_wait_on_or_fail_with_a_broker_that_is_down(
     assert DirtyDay.objects.count() == 0
 
 
-def _rows_with_extra():
-    return sorted(
-        (*r[:-1], sorted(r[-1].items()))
-        for r in KpiSnapshot.objects.values_list(
-            "kpi",
-            "grain",
-            "period_start",
-            "slice",
-            "breakdown",
-            "value",
-            "numerator",
-            "denominator",
-            "extra",
-        )
-    )
-
-
 def test_the_incremental_recompute_ends_where_a_full_one_does(rep, teammate, manager):
     from kpis.models import Target
     from kpis.periods import Grain
@@ -388,6 +372,6 @@ def test_the_incremental_recompute_ends_where_a_full_one_does(rep, teammate, man
     domain.reopen(lost, by=manager, at=days_ago(2))
     domain.update_deal(fresh, by=rep, expected_close_date=today() + datetime.timedelta(days=45))
     recompute.recompute_all_dirty()
-    incremental = _rows_with_extra()
+    incremental = snapshot_rows()
     recompute.recompute_all()
-    assert incremental == _rows_with_extra()
+    assert incremental == snapshot_rows()

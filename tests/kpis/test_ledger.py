@@ -12,7 +12,7 @@ from kpis import compute, ledger, recompute
 from kpis.models import DirtyDay, LedgerState, PeriodMeasures
 from kpis.periods import GRAINS, Grain, Period, local_date, start_of, today
 from tests.factories import days_ago, deal_in_stage, lost_reason, make_deal
-from tests.kpis.test_freshness import _rows_with_extra as _snapshots
+from tests.kpis.builders import snapshot_rows
 
 
 def test_exact_values_survive_the_json_round_trip():
@@ -81,12 +81,12 @@ def test_incremental_changes_keep_every_period_equal_to_its_days_and_to_a_fresh_
     larger = {k: sums for k, (sums, _) in incremental.items() if k[0] != Grain.DAY and sums}
     assert larger == _summed_days(incremental)
     # The same numbers as a ledger and snapshots built from nothing.
-    snapshots = _snapshots()
+    snapshots = snapshot_rows()
     PeriodMeasures.objects.all().delete()
     LedgerState.objects.all().delete()
     recompute.recompute_all()
     assert _ledger() == incremental
-    assert _snapshots() == snapshots
+    assert snapshot_rows() == snapshots
     # The year holds this year's leads: the three set up above, the two added, and
     # the won deal's (start_days_ago=200 may fall in the previous year).
     year = Period.containing(Grain.YEAR, today())
