@@ -197,7 +197,7 @@ def periods_for_days(days):
 
 
 def recompute_days(days):
-    """Recompute the days from the deals, then every larger period containing them
+    """Recompute the days from the deals, then every larger period whose sums moved
     from the ledger (their sums already include the days' changes); only the medians
     of the families that changed are taken again."""
     total = 0
@@ -205,16 +205,15 @@ def recompute_days(days):
         if not ledger.is_built():
             build_ledger()
         span = data_span()
-        by_grain = periods_for_days(days)
-        written, changed = store_days(by_grain[Grain.DAY])
+        written, changed = store_days([Period(Grain.DAY, d) for d in set(days)])
         total += written
-        for grain, periods in by_grain.items():
+        # The larger periods of the dirty days, and of any other day of the gathered
+        # ranges whose measures changed (one the ledger had wrong): its change was
+        # added to them too.
+        touched = set(days) | set(changed)
+        families = set().union(*changed.values())
+        for grain, periods in periods_for_days(touched).items():
             if grain != Grain.DAY:
-                families = set()
-                for period in periods:
-                    for day, names in changed.items():
-                        if period.start <= day < period.end:
-                            families |= names
                 total += store(grain, periods, medians_of=families, days_fresh=True)
             # The weighted pipeline of every period follows today's open pipeline.
             total += refresh_pipeline(grain, periods_of_span(grain, span))

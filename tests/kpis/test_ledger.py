@@ -8,8 +8,8 @@ from decimal import Decimal
 
 from funnel import domain
 from funnel.stages import Stage
-from kpis import compute, ledger, recompute
-from kpis.models import DirtyDay, LedgerState, PeriodMeasures
+from kpis import compute, dirty, ledger, recompute
+from kpis.models import DirtyDay, KpiSnapshot, LedgerState, PeriodMeasures
 from kpis.periods import GRAINS, Grain, Period, local_date, start_of, today
 from tests.factories import days_ago, deal_in_stage, lost_reason, make_deal
 from tests.kpis.builders import snapshot_rows
@@ -137,3 +137,77 @@ def test_every_grain_of_a_full_recompute_has_ledger_rows(rep):
         grain=Grain.MONTH, period_start__lte=month.start, slice="company", breakdown=""
     ).values_list("medians", flat=True)
     assert any(name.startswith("stay_") for m in medians for name in m)
+
+
+def _marked():
+    return set(DirtyDay.objects.values_list("day", flat=True))
+
+
+def _leads(grain, day):
+    period = Period.containing(grain, day)
+    snap = KpiSnapshot.objects.filter(
+        kpi="leads", grain=grain, period_start=period.start, slice="company", breakdown=""
+    ).first()
+    return None if snap is None else snap.value
+
+
+def test_a_day_that_changed_unmarked_brings_its_larger_periods_along(rep):
+    deal_in_stage(rep, Stage.OFFER, start_days_ago=200)
+    recompute.recompute_all()
+    # A lead the ledger does not know and no mark points to (a lost mark)...
+    unmarked = local_date(days_ago(20))
+    make_deal(rep, at=days_ago(20))
+    DirtyDay.objects.all().delete()
+    # ...lies between two dirty days eight days either side, gathered as one range:
+    # its day is recomputed, and so is its week, where no dirty day falls.
+    dirty.mark_days([days_ago(28), days_ago(12)])
+    recompute.recompute_all_dirty()
+    week = Period.containing(Grain.WEEK, unmarked)
+    assert not any(week.contains(days_ago(n)) for n in (28, 12))
+    assert _leads(Grain.DAY, unmarked) == 1
+    assert _leads(Grain.WEEK, unmarked) == 1
+
+
+def test_recomputing_one_period_marks_the_days_it_found_changed(rep):
+    deal_in_stage(rep, Stage.OFFER, start_days_ago=200)
+    recompute.recompute_all()
+    day = local_date(days_ago(3))
+    make_deal(rep, at=days_ago(3))
+    DirtyDay.objects.all().delete()
+    recompute.recompute_period(Grain.MONTH, day)
+    # The month counts the lead; the day, week, quarter and year follow via the mark.
+    assert _leads(Grain.MONTH, day) == 1
+    assert _marked() == {day}
+
+
+def test_a_day_part_run_again_after_the_larger_parts_marks_the_days_it_changed(rep):
+    deal_in_stage(rep, Stage.OFFER, start_days_ago=60)
+    job, parts = recompute.start_full_recompute()
+    queue = list(parts)
+    while queue:
+        index, part = queue.pop(0)
+        queue += recompute.recompute_part(job.pk, index, *part)
+    assert not _marked()
+    day = local_date(days_ago(3))
+    make_deal(rep, at=days_ago(3))
+    DirtyDay.objects.all().delete()
+    index, part = parts[-1]  # the day part with the latest days, redelivered
+    assert recompute.recompute_part(job.pk, index, *part) == []
+    assert _marked() == {day}
+
+
+def test_a_recompute_rewrites_only_the_rows_whose_reading_changed(rep, teammate):
+    deal_in_stage(teammate, Stage.OFFER, start_days_ago=5)
+    recompute.recompute_all()
+    month = Period.containing(Grain.MONTH, today())
+    rows = KpiSnapshot.objects.filter(grain=Grain.MONTH, period_start=month.start)
+    before = dict(rows.values_list("pk", "computed_at"))
+    teammates = set(rows.filter(slice=f"rep:{teammate.pk}").values_list("pk", flat=True))
+    company = set(rows.filter(slice="company").values_list("pk", flat=True))
+    make_deal(rep)
+    recompute.recompute_all_dirty()
+    after = dict(rows.values_list("pk", "computed_at"))
+    # The teammate's readings did not move: same rows, same times.
+    assert {pk: after[pk] for pk in teammates} == {pk: before[pk] for pk in teammates}
+    # The company rows carry the recompute's time: the period's "computed at" moves.
+    assert all(after[pk] > before[pk] for pk in company)
