@@ -75,6 +75,7 @@ from funnel.models import (
 )
 from funnel.money import CENT, base_currency, local_date, quantize
 from funnel.stages import STAMP_FIELDS, Status
+from kpis.company import forget_inputs
 from kpis.dirty import batched, days_since, mark_days
 from kpis.periods import today
 
@@ -1347,6 +1348,7 @@ class BulkExecutor:
         if earliest is not None:
             dirty_days.update(days_since(earliest))
         mark_days(dirty_days)
+        forget_inputs()
         return done
 
 

@@ -1092,6 +1092,12 @@ def _run_rows(rows, importer, result, *, valid_only, dry_run):
 
 
 def _finish(result, *, recompute):
+    if result.written and (result.created or result.updated):
+        from kpis.company import forget_inputs
+
+        # The hour's trailing statistics (stage probabilities, stall limits) predate
+        # the rows just loaded: the next recompute takes them again.
+        forget_inputs()
     if recompute and result.written and (result.created or result.updated):
         from kpis.recompute import recompute_all_dirty
 

@@ -14,6 +14,7 @@ from django.utils.translation import gettext_lazy as _
 from kpis.models import (
     DirtyDay,
     Forecast,
+    HourlyInputs,
     KpiSnapshot,
     LedgerState,
     MaturityHorizon,
@@ -121,6 +122,13 @@ class DirtyDayAdmin(ViewOnlyMixin, admin.ModelAdmin):
 @admin.register(MaturityHorizon)
 class MaturityHorizonAdmin(ViewOnlyMixin, admin.ModelAdmin):
     list_display = ("hour", "days", "computed_at")
+
+
+@admin.register(HourlyInputs)
+class HourlyInputsAdmin(ViewOnlyMixin, admin.ModelAdmin):
+    """The trailing statistics an hour's recomputes share (kpis/company.py)."""
+
+    list_display = ("hour", "pipeline_refreshed", "computed_at")
 
 
 @admin.register(PeriodMeasures)

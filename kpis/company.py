@@ -23,8 +23,15 @@ from funnel import stages
 from funnel.models import Activity, Deal, StageHistory
 from funnel.stages import Status
 from kpis.families import FAMILIES, SLICE_FIELDS
-from kpis.models import Forecast, ForecastKind, KpiSnapshot, StageSetting, Target
-from kpis.periods import Grain, Period, local_midnight, tz
+from kpis.models import (
+    Forecast,
+    ForecastKind,
+    HourlyInputs,
+    KpiSnapshot,
+    StageSetting,
+    Target,
+)
+from kpis.periods import Grain, Period, hour_of, local_midnight, tz
 from kpis.spend import sales_cost_by_period
 from kpis.timeline import CustomerTimeline, OwnerTimeline, year_before_day
 
@@ -157,6 +164,11 @@ class CompanyKpis:
     def m(self, period, slice_, family, measure):
         return self.measures.get((period.start, slice_, ""), family, measure)
 
+    def inputs(self):
+        """The trailing-12-month statistics (``take_inputs``): this hour's stored ones
+        inside ``hourly_inputs()``, else taken now, once per recompute."""
+        return shared("inputs", lambda: take_inputs(self.now))
+
     def people_slices(self):
         return ["company", *(f"team:{t}" for t in self.teams), *(f"rep:{r}" for r in self.reps)]
 
@@ -243,17 +255,12 @@ class CompanyKpis:
                 strict=True,
             )
         )
-        probabilities = shared("probabilities", lambda: stage_probabilities(self.now))
+        inputs = self.inputs()
         targets = self.targets()
-        pipeline = self.open_pipeline(probabilities)
+        pipeline = self.open_pipeline(inputs["probabilities"])
         new_customers = self.new_customers()
         sales_cost = sales_cost_by_period(self.grain, self.periods[0].start, self.periods[-1].end)
-        trailing = shared(
-            "trailing",
-            lambda: _roll_up(
-                _outcomes_by_owner(year_before(self.now), self.now), self.owners, ("won", "lost")
-            ),
-        )
+        trailing = _roll_up(inputs["trailing"], self.owners, ("won", "lost"))
         forecasts = self.forecasts()
         today = self.now.astimezone(tz()).date()
         for period in self.periods:
@@ -363,15 +370,10 @@ class CompanyKpis:
     def pipeline_only(self):
         """The pipeline KPIs of every period, with the won value of the periods that
         have a target (coverage needs it) from one query per such period."""
-        probabilities = shared("probabilities", lambda: stage_probabilities(self.now))
+        inputs = self.inputs()
         targets = self.targets()
-        pipeline = self.open_pipeline(probabilities)
-        trailing = shared(
-            "trailing",
-            lambda: _roll_up(
-                _outcomes_by_owner(year_before(self.now), self.now), self.owners, ("won", "lost")
-            ),
-        )
+        pipeline = self.open_pipeline(inputs["probabilities"])
+        trailing = _roll_up(inputs["trailing"], self.owners, ("won", "lost"))
         by_start = {p.start: p for p in self.periods}
         for start in sorted({start for start, _ in targets if start in by_start}):
             period = by_start[start]
@@ -510,7 +512,8 @@ class CompanyKpis:
         if not current:
             return
         period = current[0]
-        for key, by_stage in shared("open_now", lambda: open_now(self.now)).items():
+        limits = self.inputs()["stall_limits"]
+        for key, by_stage in shared("open_now", lambda: open_now(self.now, limits)).items():
             for stage in stages.ORDER:
                 n, value, _ = by_stage.get(stage, (0, Decimal(0), 0))
                 self.add(f"open_deals_{stage}", period, key, Decimal(n), Decimal(n))
@@ -519,10 +522,9 @@ class CompanyKpis:
             self.add("stalled_deals", period, key, Decimal(total_stalled), Decimal(total_stalled))
 
 
-def open_now(now):
-    """{slice: {stage: [open deals, their value, stalled]}} as of ``now``: one grouped
-    query per slice type."""
-    limits = stall_limits(now)
+def open_now(now, limits):
+    """{slice: {stage: [open deals, their value, stalled]}} as of ``now`` (stalled by the
+    stall ``limits``): one grouped query per slice type."""
     last_activity = (
         Activity.objects.filter(deal=OuterRef("pk")).order_by("-held_at").values("held_at")[:1]
     )
@@ -594,6 +596,75 @@ def shared(key, factory):
     if key not in cache:
         cache[key] = factory()
     return cache[key]
+
+
+def take_inputs(now):
+    """The statistics over the 12 months before ``now`` that the company KPIs of every
+    period share: stage win probabilities (weighted pipeline), stall limits (stalled
+    deals) and each owner's wins and lost opportunities (coverage needed)."""
+    trailing = _outcomes_by_owner(year_before(now), now)
+    return {
+        "probabilities": stage_probabilities(now),
+        "stall_limits": stall_limits(now),
+        "trailing": {owner: {"won": v["won"], "lost": v["lost"]} for owner, v in trailing.items()},
+    }
+
+
+def _encode_inputs(inputs):
+    return {
+        "probabilities": {stage: str(p) for stage, p in inputs["probabilities"].items()},
+        "stall_limits": inputs["stall_limits"],
+        "trailing": [[owner, v["won"], v["lost"]] for owner, v in inputs["trailing"].items()],
+    }
+
+
+def _decode_inputs(data):
+    return {
+        "probabilities": {stage: Decimal(p) for stage, p in data["probabilities"].items()},
+        "stall_limits": data["stall_limits"],
+        "trailing": {owner: {"won": won, "lost": lost} for owner, won, lost in data["trailing"]},
+    }
+
+
+#: Stored hourly inputs older than this are deleted when new ones are stored.
+KEEP_INPUTS = datetime.timedelta(days=2)
+
+
+def store_inputs(now):
+    """Take the inputs at ``now`` and store them as its hour's (replacing any)."""
+    inputs = take_inputs(now)
+    hour = hour_of(now)
+    HourlyInputs.objects.bulk_create(
+        [HourlyInputs(hour=hour, data=_encode_inputs(inputs), computed_at=now)],
+        update_conflicts=True,
+        unique_fields=["hour"],
+        update_fields=["data", "pipeline_refreshed", "computed_at"],
+    )
+    HourlyInputs.objects.filter(hour__lt=hour - KEEP_INPUTS).delete()
+    return inputs
+
+
+def use_hour_inputs(now, fresh=False):
+    """Inside ``sharing()``: make the company KPIs use the inputs stored for ``now``'s
+    hour (taken and stored now if there are none, or with ``fresh``). Returns whether
+    every period's pipeline KPIs were already refreshed with them."""
+    row = None if fresh else HourlyInputs.objects.filter(hour=hour_of(now)).first()
+    if row is None:
+        inputs, refreshed = store_inputs(now), False
+    else:
+        inputs, refreshed = _decode_inputs(row.data), row.pipeline_refreshed
+    _pass.cache["inputs"] = inputs
+    return refreshed
+
+
+def pipeline_refreshed(now):
+    """Every period's pipeline KPIs now use the inputs of ``now``'s hour."""
+    HourlyInputs.objects.filter(hour=hour_of(now)).update(pipeline_refreshed=True)
+
+
+def forget_inputs():
+    """Drop the stored inputs (after a bulk load): the next recompute takes them again."""
+    HourlyInputs.objects.all().delete()
 
 
 def stall_limits(now):

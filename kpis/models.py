@@ -266,6 +266,31 @@ class MaturityHorizon(models.Model):
         return f"{self.hour:%Y-%m-%d %H:00}: {self.days} d"
 
 
+class HourlyInputs(models.Model):
+    """The trailing-12-month statistics the company KPIs weigh the open pipeline and
+    the open deals with (kpis/company.py, ``take_inputs``): stage win probabilities,
+    stall limits and each owner's won and lost opportunities. The first recompute of an
+    hour takes them; the other recomputes of the hour read them, so one deal's
+    transition does not scan a year of deals. A full recompute takes them afresh."""
+
+    hour = models.DateTimeField(_("hour"), unique=True)
+    data = models.JSONField(_("data"), default=dict)
+    pipeline_refreshed = models.BooleanField(
+        _("pipeline refreshed"),
+        default=False,
+        help_text=_("Every period's weighted pipeline and coverage use these inputs."),
+    )
+    computed_at = models.DateTimeField(_("computed at"), default=timezone.now)
+
+    class Meta:
+        ordering = ["-hour"]
+        verbose_name = _("hourly inputs")
+        verbose_name_plural = _("hourly inputs")
+
+    def __str__(self):
+        return f"{self.hour:%Y-%m-%d %H:00}"
+
+
 class PeriodMeasures(models.Model):
     """The additive measures of every KPI family for one period, slice and breakdown
     (kpis/ledger.py): ``sums`` maps family -> measure -> exact sum, ``medians`` maps

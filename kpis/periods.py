@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 
@@ -153,3 +154,9 @@ def local_date(moment: datetime.datetime) -> datetime.date:
 
 def today() -> datetime.date:
     return datetime.datetime.now(tz()).date()
+
+
+def hour_of(now=None) -> datetime.datetime:
+    """The start of ``now``'s hour (of the current hour by default): statistics taken
+    once an hour are stored under it."""
+    return (now or timezone.now()).replace(minute=0, second=0, microsecond=0)

@@ -19,6 +19,7 @@ from kpis.company import percentile_days, year_before
 from kpis.compute import empty, empty_extra
 from kpis.definitions import COMPOSITES, KPIS
 from kpis.models import DirtyDay, KpiSnapshot, MaturityHorizon
+from kpis.periods import hour_of
 
 #: While fewer deals than this were won in the trailing 12 months, a cohort matures
 #: after DEFAULT_MATURITY_DAYS (domain.md, "Periods, slices and bases").
@@ -63,7 +64,7 @@ def maturity_days(now=None):
     of days to close over the trailing 12 months, or 90 while fewer than 20 won. Taken
     once an hour (``MaturityHorizon``): from the cache, else the stored row, else
     computed now and stored."""
-    hour = _hour(now)
+    hour = hour_of(now)
     key = f"kpis:maturity:{hour:%Y-%m-%d-%H}"
     cached = cache.get(key)
     if cached is not None:
@@ -78,7 +79,7 @@ def maturity_days(now=None):
 def ensure_maturity(now=None):
     """Store this hour's horizon unless it is stored already: recomputes call this, so
     that the first report of the hour reads it instead of computing it."""
-    hour = _hour(now)
+    hour = hour_of(now)
     if not MaturityHorizon.objects.filter(hour=hour).exists():
         store_maturity(hour)
 
@@ -105,10 +106,6 @@ def store_maturity(hour):
     )
     MaturityHorizon.objects.filter(hour__lt=hour - KEEP_HORIZONS).delete()
     return result
-
-
-def _hour(now):
-    return (now or timezone.now()).replace(minute=0, second=0, microsecond=0)
 
 
 def is_immature(period, now=None):

@@ -103,7 +103,9 @@ def recompute_all(grains=GRAINS):
     reading.ensure_maturity()
     total = 0
     span = data_span()
+    now = timezone.now()
     with company.sharing():
+        company.use_hour_inputs(now, fresh=True)
         if Grain.DAY in grains:
             total += store_days(periods_of_span(Grain.DAY, span))[0]
         else:
@@ -112,6 +114,7 @@ def recompute_all(grains=GRAINS):
             if Grain(grain) != Grain.DAY:
                 total += store(grain, periods_of_span(grain, span), days_fresh=True)
     ledger.set_built()
+    company.pipeline_refreshed(now)
     dirty.release(claimed)
     return total
 
@@ -138,6 +141,8 @@ def start_full_recompute(grains=GRAINS):
     parts to run or enqueue now (the day parts); ``recompute_part`` hands out the
     others once the days are done."""
     claimed = dirty.claim(limit=None)
+    # Every part reads this hour's inputs, taken afresh now.
+    company.store_inputs(timezone.now())
     parts = plan_parts(grains)
     days = [(i, part) for i, part in enumerate(parts) if part[0] == Grain.DAY]
     job = RecomputeJob.objects.create(
@@ -156,10 +161,12 @@ def recompute_part(job_id, index, grain, first, last):
     reading.ensure_maturity()
     periods = periods_between(grain, first, last)
     changed = {}
-    if Grain(grain) == Grain.DAY:
-        changed = store_days(periods)[1]
-    else:
-        store(grain, periods, days_fresh=True)
+    with company.sharing():
+        company.use_hour_inputs(timezone.now())
+        if Grain(grain) == Grain.DAY:
+            changed = store_days(periods)[1]
+        else:
+            store(grain, periods, days_fresh=True)
     send = []
     with transaction.atomic():
         job = RecomputeJob.objects.select_for_update().filter(pk=job_id).first()
@@ -201,10 +208,11 @@ def recompute_days(days):
     from the ledger (their sums already include the days' changes); only the medians
     of the families that changed are taken again."""
     total = 0
+    now = timezone.now()
     with company.sharing():
         if not ledger.is_built():
             build_ledger()
-        span = data_span()
+        refreshed = company.use_hour_inputs(now)
         written, changed = store_days([Period(Grain.DAY, d) for d in set(days)])
         total += written
         # The larger periods of the dirty days, and of any other day of the gathered
@@ -215,8 +223,14 @@ def recompute_days(days):
         for grain, periods in periods_for_days(touched).items():
             if grain != Grain.DAY:
                 total += store(grain, periods, medians_of=families, days_fresh=True)
-            # The weighted pipeline of every period follows today's open pipeline.
-            total += refresh_pipeline(grain, periods_of_span(grain, span))
+        if not refreshed:
+            # New hourly inputs (stage probabilities, trailing win rates) move the
+            # weighted pipeline and coverage of every period, not only of the days
+            # marked: once an hour. A deal's own change marks its expected close date.
+            span = data_span()
+            for grain in GRAINS:
+                total += refresh_pipeline(grain, periods_of_span(grain, span))
+            company.pipeline_refreshed(now)
     return total
 
 

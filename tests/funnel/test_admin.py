@@ -11,6 +11,7 @@ from django.db import connection
 from django.forms import MultiWidget
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from accounts.models import User
@@ -28,10 +29,11 @@ from funnel.models import (
     StageHistory,
 )
 from funnel.stages import Stage
-from kpis import reading
+from kpis import company, reading
 from kpis.models import (
     DirtyDay,
     Forecast,
+    HourlyInputs,
     KpiSnapshot,
     LedgerState,
     MaturityHorizon,
@@ -66,6 +68,7 @@ VIEW_ONLY = {
     StageSetting,
     RecomputeJob,
     MaturityHorizon,
+    HourlyInputs,
     PeriodMeasures,
     LedgerState,
     # django-axes records sign-ins; nobody adds them by hand.
@@ -161,6 +164,7 @@ def one_of_each(rep, team_a):
     )
     LedgerState.objects.get_or_create(pk=1)
     reading.ensure_maturity()
+    company.store_inputs(timezone.now())
     Token.objects.create(user=rep)
     # django-axes's sign-in records (config/settings.py: login brute-force protection).
     attempt = {"username": "rep", "ip_address": "10.0.0.1", "user_agent": "test"}

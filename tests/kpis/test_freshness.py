@@ -13,10 +13,10 @@ from django.db import transaction
 from config.celery import app
 from funnel import domain
 from funnel.stages import Stage
-from kpis import dirty, recompute
+from kpis import company, dirty, recompute
 from kpis.models import DirtyDay, KpiSnapshot
 from kpis.periods import Period, local_date, today
-from tests.factories import days_ago, deal_in_stage, lost_reason, make_deal
+from tests.factories import days_ago, deal_in_stage, lost_reason, make_deal, won_deal
 from tests.kpis.builders import snapshot_rows
 
 
@@ -371,7 +371,50 @@ def test_the_incremental_recompute_ends_where_a_full_one_does(rep, teammate, man
     domain.move_forward(fresh, Stage.NEEDS, by=rep, at=days_ago(6))
     domain.reopen(lost, by=manager, at=days_ago(2))
     domain.update_deal(fresh, by=rep, expected_close_date=today() + datetime.timedelta(days=45))
+    # The first recompute of the next hour: it takes the trailing statistics again.
+    company.forget_inputs()
     recompute.recompute_all_dirty()
     incremental = snapshot_rows()
     recompute.recompute_all()
     assert incremental == snapshot_rows()
+
+
+def test_the_trailing_statistics_are_taken_once_an_hour(rep):
+    from django.utils import timezone
+
+    from kpis.models import HourlyInputs
+    from kpis.periods import hour_of
+
+    later = today() + datetime.timedelta(days=200)
+    waiting = deal_in_stage(rep, Stage.OFFER, start_days_ago=20)
+    domain.update_deal(waiting, by=rep, expected_close_date=later)
+    recompute.recompute_all()
+    taken = HourlyInputs.objects.get()
+    assert taken.hour == hour_of(timezone.now())
+    assert taken.pipeline_refreshed is True
+
+    def coverage_needed():
+        return KpiSnapshot.objects.get(
+            kpi="pipeline_coverage",
+            grain="month",
+            period_start=Period.containing("month", later).start,
+            slice="company",
+            breakdown="",
+        ).extra["coverage_needed"]
+
+    assert coverage_needed() is None  # nothing won or lost in the trailing year
+    won_deal(rep, start_days_ago=30)
+    recompute.recompute_all_dirty()
+    # Within the hour a transition's recompute reads the stored statistics: the won
+    # deal's periods are recomputed, the month of another deal's close keeps its row.
+    assert HourlyInputs.objects.get().data == taken.data
+    assert coverage_needed() is None
+    # The next hour: its first recompute (the hourly job marks today) takes them again
+    # and refreshes the pipeline KPIs of every period with them.
+    HourlyInputs.objects.update(hour=taken.hour - datetime.timedelta(hours=1))
+    recompute.mark_today()
+    recompute.recompute_all_dirty()
+    fresh = HourlyInputs.objects.get(hour=taken.hour)
+    assert fresh.data["trailing"] == [[rep.pk, 1, 0]]
+    assert fresh.pipeline_refreshed is True
+    assert coverage_needed() == 1.0
