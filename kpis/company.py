@@ -7,6 +7,7 @@ rates. Each query covers all slices of a period at once (grouped by owner, mappe
 team and rep), never a loop over deals. Definitions: docs/kpis.md, "Company level".
 """
 
+import bisect
 import contextlib
 import datetime
 import threading
@@ -229,10 +230,10 @@ class CompanyKpis:
     def new_customers(self):
         """{period start: companies whose first win falls in the period}."""
         first, end = self.periods[0].start, self.periods[-1].end
+        wins = self.customers.first_win  # sorted
         out = defaultdict(int)
-        for day in self.customers.first_win:
-            if first <= day < end:
-                out[Period.containing(self.grain, day).start] += 1
+        for day in wins[bisect.bisect_left(wins, first) : bisect.bisect_left(wins, end)]:
+            out[Period.containing(self.grain, day).start] += 1
         return out
 
     # --- the KPIs -------------------------------------------------------------------

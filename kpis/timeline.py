@@ -15,6 +15,7 @@ year_before_day(D)``.
 
 import bisect
 import datetime
+import functools
 from collections import defaultdict
 from decimal import Decimal
 
@@ -37,6 +38,7 @@ def year_before_day(day):
         return day.replace(year=day.year - 1, day=28)
 
 
+@functools.lru_cache(maxsize=8192)
 def last_day_in_window(day):
     """The last boundary day D whose trailing year [year_before_day(D), D) still
     contains ``day``."""
@@ -239,12 +241,13 @@ class CustomerTimeline:
         windows = defaultdict(list)
         self._won = []  # (day, company, value)
         first_wins = defaultdict(list)
+        zone = tz()
         for company_id, won_at, value in (
             Deal.objects.filter(status=Status.WON)
             .order_by()
             .values_list("company_id", "won_at", "current_value_base")
         ):
-            day = won_at.astimezone(tz()).date()
+            day = won_at.astimezone(zone).date()
             first_wins[company_id].append(day)
             last = last_day_in_window(day)
             churn = churned.get(company_id)
@@ -290,6 +293,11 @@ class CustomerTimeline:
         ys = [y for _, y in pairs]
         diff = [0] * (len(pairs) + 1)
         for ivs in self.intervals.values():
+            # Most companies are active at none of the Xs (a recompute of a few
+            # periods asks about a few boundaries): one look skips them.
+            first = bisect.bisect_left(xs, ivs[0][0])
+            if first == len(xs) or xs[first] > ivs[-1][1]:
+                continue
             gaps = [(b + ONE_DAY, ivs[k + 1][0] - ONE_DAY) for k, (_, b) in enumerate(ivs[:-1])]
             gaps.append((ivs[-1][1] + ONE_DAY, datetime.date.max))
             for a, b in ivs:
