@@ -170,6 +170,13 @@ class CompanyKpis:
         inside ``hourly_inputs()``, else taken now, once per recompute."""
         return shared("inputs", lambda: take_inputs(self.now))
 
+    def pipeline_inputs(self):
+        """(targets, open pipeline by period and scope, trailing outcomes by scope): what
+        the weighted pipeline and coverage read."""
+        inputs = self.inputs()
+        pipeline = self.open_pipeline(inputs["probabilities"])
+        return self.targets(), pipeline, _roll_up(inputs["trailing"], self.owners, ("won", "lost"))
+
     def people_slices(self):
         return ["company", *(f"team:{t}" for t in self.teams), *(f"rep:{r}" for r in self.reps)]
 
@@ -256,12 +263,9 @@ class CompanyKpis:
                 strict=True,
             )
         )
-        inputs = self.inputs()
-        targets = self.targets()
-        pipeline = self.open_pipeline(inputs["probabilities"])
+        targets, pipeline, trailing = self.pipeline_inputs()
         new_customers = self.new_customers()
         sales_cost = sales_cost_by_period(self.grain, self.periods[0].start, self.periods[-1].end)
-        trailing = _roll_up(inputs["trailing"], self.owners, ("won", "lost"))
         forecasts = self.forecasts()
         today = self.now.astimezone(tz()).date()
         for period in self.periods:
@@ -371,10 +375,7 @@ class CompanyKpis:
     def pipeline_only(self):
         """The pipeline KPIs of every period, with the won value of the periods that
         have a target (coverage needs it) from one query per such period."""
-        inputs = self.inputs()
-        targets = self.targets()
-        pipeline = self.open_pipeline(inputs["probabilities"])
-        trailing = _roll_up(inputs["trailing"], self.owners, ("won", "lost"))
+        targets, pipeline, trailing = self.pipeline_inputs()
         by_start = {p.start: p for p in self.periods}
         for start in sorted({start for start, _ in targets if start in by_start}):
             period = by_start[start]
@@ -599,6 +600,14 @@ def shared(key, factory):
     return cache[key]
 
 
+def preset(key, value):
+    """Inside ``sharing()``: what ``shared(key, …)`` returns for the rest of it."""
+    cache = getattr(_pass, "cache", None)
+    if cache is None:
+        raise RuntimeError(f"preset({key!r}) outside company.sharing()")
+    cache[key] = value
+
+
 def take_inputs(now):
     """The statistics over the 12 months before ``now`` that the company KPIs of every
     period share: stage win probabilities (weighted pipeline), stall limits (stalled
@@ -627,21 +636,12 @@ def _decode_inputs(data):
     }
 
 
-#: Stored hourly inputs older than this are deleted when new ones are stored.
-KEEP_INPUTS = datetime.timedelta(days=2)
-
-
 def store_inputs(now):
     """Take the inputs at ``now`` and store them as its hour's (replacing any)."""
     inputs = take_inputs(now)
-    hour = hour_of(now)
-    HourlyInputs.objects.bulk_create(
-        [HourlyInputs(hour=hour, data=_encode_inputs(inputs), computed_at=now)],
-        update_conflicts=True,
-        unique_fields=["hour"],
-        update_fields=["data", "pipeline_refreshed", "computed_at"],
+    HourlyInputs.store(
+        hour_of(now), data=_encode_inputs(inputs), pipeline_refreshed=False, computed_at=now
     )
-    HourlyInputs.objects.filter(hour__lt=hour - KEEP_INPUTS).delete()
     return inputs
 
 
@@ -654,7 +654,7 @@ def use_hour_inputs(now, fresh=False):
         inputs, refreshed = store_inputs(now), False
     else:
         inputs, refreshed = _decode_inputs(row.data), row.pipeline_refreshed
-    _pass.cache["inputs"] = inputs
+    preset("inputs", inputs)
     return refreshed
 
 

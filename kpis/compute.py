@@ -22,16 +22,13 @@ from kpis.models import KpiSnapshot
 from kpis.periods import Grain, Period, periods_between
 from kpis.spend import spend_by_period
 
-MICROSECONDS_PER_DAY = Decimal(86_400_000_000)
-
 
 def number(value):
     """A measure as a Decimal: durations become (fractional) days."""
     if value is None:
         return None
     if isinstance(value, datetime.timedelta):
-        micro = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
-        return Decimal(micro) / MICROSECONDS_PER_DAY
+        return Decimal(ledger.microseconds(value)) / ledger.MICROSECONDS_PER_DAY
     return Decimal(value)
 
 

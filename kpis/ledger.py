@@ -36,11 +36,18 @@ SLICE_FILTER_MAX = 200
 
 # --- exact values ---------------------------------------------------------------------
 
+MICROSECONDS_PER_DAY = Decimal(86_400_000_000)
+
+
+def microseconds(delta):
+    """A duration as whole microseconds: sums of day fractions stay exact."""
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
 
 def encode(value):
     """A JSON form that decodes to the same exact value."""
     if isinstance(value, datetime.timedelta):
-        return {"us": (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds}
+        return {"us": microseconds(value)}
     if isinstance(value, Decimal):
         return str(value)
     return value

@@ -1,3 +1,4 @@
+import datetime
 from decimal import Decimal
 
 from django.conf import settings
@@ -247,18 +248,41 @@ class RecomputeJob(models.Model):
         return f"{self.created_at:%Y-%m-%d %H:%M} ({len(self.done)}/{self.parts})"
 
 
-class MaturityHorizon(models.Model):
+class HourlyRow(models.Model):
+    """A statistic taken once an hour and stored under the hour: the recomputes and
+    reports of that hour read the row instead of taking it again."""
+
+    hour = models.DateTimeField(_("hour"), unique=True)
+    computed_at = models.DateTimeField(_("computed at"), default=timezone.now)
+
+    #: Rows older than this are deleted when a new one is stored.
+    KEEP = datetime.timedelta(days=2)
+
+    class Meta:
+        abstract = True
+        ordering = ["-hour"]
+
+    @classmethod
+    def store(cls, hour, **values):
+        """Make ``values`` the row of ``hour`` (replacing any) and drop old rows."""
+        cls.objects.bulk_create(
+            [cls(hour=hour, **values)],
+            update_conflicts=True,
+            unique_fields=["hour"],
+            update_fields=sorted({*values, "computed_at"}),
+        )
+        cls.objects.filter(hour__lt=hour - cls.KEEP).delete()
+
+
+class MaturityHorizon(HourlyRow):
     """The cohort maturity horizon (domain.md, "Periods, slices and bases") of one
     hour: the 80th percentile of days to close over the trailing 12 months, taken once
     an hour by the first recompute or report that needs it. A report reads this row
     instead of a year of wins (180,000 rows at a million deals)."""
 
-    hour = models.DateTimeField(_("hour"), unique=True)
     days = models.DecimalField(_("days"), max_digits=12, decimal_places=4)
-    computed_at = models.DateTimeField(_("computed at"), default=timezone.now)
 
-    class Meta:
-        ordering = ["-hour"]
+    class Meta(HourlyRow.Meta):
         verbose_name = _("maturity horizon")
         verbose_name_plural = _("maturity horizons")
 
@@ -266,24 +290,21 @@ class MaturityHorizon(models.Model):
         return f"{self.hour:%Y-%m-%d %H:00}: {self.days} d"
 
 
-class HourlyInputs(models.Model):
+class HourlyInputs(HourlyRow):
     """The trailing-12-month statistics the company KPIs weigh the open pipeline and
     the open deals with (kpis/company.py, ``take_inputs``): stage win probabilities,
     stall limits and each owner's won and lost opportunities. The first recompute of an
     hour takes them; the other recomputes of the hour read them, so one deal's
     transition does not scan a year of deals. A full recompute takes them afresh."""
 
-    hour = models.DateTimeField(_("hour"), unique=True)
     data = models.JSONField(_("data"), default=dict)
     pipeline_refreshed = models.BooleanField(
         _("pipeline refreshed"),
         default=False,
         help_text=_("Every period's weighted pipeline and coverage use these inputs."),
     )
-    computed_at = models.DateTimeField(_("computed at"), default=timezone.now)
 
-    class Meta:
-        ordering = ["-hour"]
+    class Meta(HourlyRow.Meta):
         verbose_name = _("hourly inputs")
         verbose_name_plural = _("hourly inputs")
 

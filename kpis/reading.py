@@ -84,10 +84,6 @@ def ensure_maturity(now=None):
         store_maturity(hour)
 
 
-#: Stored horizons older than this are deleted when a new one is stored.
-KEEP_HORIZONS = datetime.timedelta(days=2)
-
-
 def store_maturity(hour):
     won = Deal.objects.filter(status=Status.WON, won_at__gte=year_before(hour), won_at__lt=hour)
     # The count and the percentile in the database: a year of wins is 180,000 rows at
@@ -98,13 +94,7 @@ def store_maturity(hour):
     if result is None:
         result = Decimal(DEFAULT_MATURITY_DAYS)
     result = result.quantize(Decimal("0.0001"))
-    MaturityHorizon.objects.bulk_create(
-        [MaturityHorizon(hour=hour, days=result)],
-        update_conflicts=True,
-        unique_fields=["hour"],
-        update_fields=["days", "computed_at"],
-    )
-    MaturityHorizon.objects.filter(hour__lt=hour - KEEP_HORIZONS).delete()
+    MaturityHorizon.store(hour, days=result)
     return result
 
 

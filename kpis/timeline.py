@@ -24,6 +24,7 @@ from django.db.models.functions import Coalesce, Greatest, TruncDate
 
 from funnel.models import Company, Deal
 from funnel.stages import Status
+from kpis.ledger import MICROSECONDS_PER_DAY, microseconds
 from kpis.periods import tz
 
 ONE_DAY = datetime.timedelta(days=1)
@@ -51,16 +52,6 @@ def last_day_in_window(day):
     while year_before_day(candidate) > day:
         candidate -= ONE_DAY
     return candidate
-
-
-MICROSECONDS_PER_DAY = Decimal(86_400_000_000)
-
-
-def _microseconds(delta):
-    """A summed duration as whole microseconds: sums of day fractions stay exact."""
-    if delta is None:
-        return 0
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def _local_day(field):
@@ -190,7 +181,7 @@ class OwnerTimeline:
                 row["_day"],
                 row["n"],
                 row["value"] or Decimal(0),
-                _microseconds(row["cycle"]),
+                0 if row["cycle"] is None else microseconds(row["cycle"]),
                 0,
             )
         for row in (

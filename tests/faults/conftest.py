@@ -33,21 +33,9 @@ from scripts.servers import (
     postgres_bin,
 )
 from tests.conftest import _unavailable
+from tests.kpis.builders import SNAPSHOT_FIELDS
 
 ROOT = Path(__file__).resolve().parents[2]
-
-#: The snapshot columns that carry a KPI's reading (``computed_at`` and ``extra`` are
-#: bookkeeping).
-SNAPSHOT_FIELDS = (
-    "kpi",
-    "grain",
-    "period_start",
-    "slice",
-    "breakdown",
-    "value",
-    "numerator",
-    "denominator",
-)
 
 
 def snapshot_rows():

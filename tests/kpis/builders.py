@@ -93,19 +93,23 @@ def won_row(owner, lead_at, won_at, value, **kw):
     )
 
 
+#: The snapshot columns that carry a KPI's reading (``computed_at`` and ``extra`` are
+#: bookkeeping).
+SNAPSHOT_FIELDS = (
+    "kpi",
+    "grain",
+    "period_start",
+    "slice",
+    "breakdown",
+    "value",
+    "numerator",
+    "denominator",
+)
+
+
 def snapshot_rows():
     """Every stored snapshot, its reading and extra included, in a stable order."""
     return sorted(
         (*r[:-1], sorted(r[-1].items()))
-        for r in KpiSnapshot.objects.values_list(
-            "kpi",
-            "grain",
-            "period_start",
-            "slice",
-            "breakdown",
-            "value",
-            "numerator",
-            "denominator",
-            "extra",
-        )
+        for r in KpiSnapshot.objects.values_list(*SNAPSHOT_FIELDS, "extra")
     )

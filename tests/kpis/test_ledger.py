@@ -56,6 +56,13 @@ def _summed_days(rows):
     return {key: sums for key, sums in out.items() if sums}
 
 
+def _rebuild():
+    """Drop the ledger and build it, with every snapshot, from nothing."""
+    PeriodMeasures.objects.all().delete()
+    LedgerState.objects.all().delete()
+    recompute.recompute_all()
+
+
 def test_incremental_changes_keep_every_period_equal_to_its_days_and_to_a_fresh_build(
     rep, teammate, manager
 ):
@@ -82,9 +89,7 @@ def test_incremental_changes_keep_every_period_equal_to_its_days_and_to_a_fresh_
     assert larger == _summed_days(incremental)
     # The same numbers as a ledger and snapshots built from nothing.
     snapshots = snapshot_rows()
-    PeriodMeasures.objects.all().delete()
-    LedgerState.objects.all().delete()
-    recompute.recompute_all()
+    _rebuild()
     assert _ledger() == incremental
     assert snapshot_rows() == snapshots
     # The year holds this year's leads: the three set up above, the two added, and
@@ -120,9 +125,7 @@ def test_a_recompute_before_any_full_one_builds_the_ledger_first(rep):
     year = Period.containing(Grain.YEAR, today())
     leads = sum(1 for n in (50, 1) if local_date(days_ago(n)) >= year.start)
     assert built[("year", year.start, "company", "")][0]["lead"]["n"] == leads
-    PeriodMeasures.objects.all().delete()
-    LedgerState.objects.all().delete()
-    recompute.recompute_all()
+    _rebuild()
     assert _ledger() == built
 
 
@@ -143,6 +146,13 @@ def _marked():
     return set(DirtyDay.objects.values_list("day", flat=True))
 
 
+def _lead_nobody_marked(rep, days):
+    """A lead ``days`` ago whose marks were lost: the ledger does not know it."""
+    make_deal(rep, at=days_ago(days))
+    DirtyDay.objects.all().delete()
+    return local_date(days_ago(days))
+
+
 def _leads(grain, day):
     period = Period.containing(grain, day)
     snap = KpiSnapshot.objects.filter(
@@ -155,9 +165,7 @@ def test_a_day_that_changed_unmarked_brings_its_larger_periods_along(rep):
     deal_in_stage(rep, Stage.OFFER, start_days_ago=200)
     recompute.recompute_all()
     # A lead the ledger does not know and no mark points to (a lost mark)...
-    unmarked = local_date(days_ago(20))
-    make_deal(rep, at=days_ago(20))
-    DirtyDay.objects.all().delete()
+    unmarked = _lead_nobody_marked(rep, 20)
     # ...lies between two dirty days eight days either side, gathered as one range:
     # its day is recomputed, and so is its week, where no dirty day falls.
     dirty.mark_days([days_ago(28), days_ago(12)])
@@ -171,9 +179,7 @@ def test_a_day_that_changed_unmarked_brings_its_larger_periods_along(rep):
 def test_recomputing_one_period_marks_the_days_it_found_changed(rep):
     deal_in_stage(rep, Stage.OFFER, start_days_ago=200)
     recompute.recompute_all()
-    day = local_date(days_ago(3))
-    make_deal(rep, at=days_ago(3))
-    DirtyDay.objects.all().delete()
+    day = _lead_nobody_marked(rep, 3)
     recompute.recompute_period(Grain.MONTH, day)
     # The month counts the lead; the day, week, quarter and year follow via the mark.
     assert _leads(Grain.MONTH, day) == 1
@@ -188,9 +194,7 @@ def test_a_day_part_run_again_after_the_larger_parts_marks_the_days_it_changed(r
         index, part = queue.pop(0)
         queue += recompute.recompute_part(job.pk, index, *part)
     assert not _marked()
-    day = local_date(days_ago(3))
-    make_deal(rep, at=days_ago(3))
-    DirtyDay.objects.all().delete()
+    day = _lead_nobody_marked(rep, 3)
     index, part = parts[-1]  # the day part with the latest days, redelivered
     assert recompute.recompute_part(job.pk, index, *part) == []
     assert _marked() == {day}
