@@ -1348,7 +1348,6 @@ class BulkExecutor:
         if earliest is not None:
             dirty_days.update(days_since(earliest))
         mark_days(dirty_days)
-        forget_inputs()
         return done
 
 
@@ -1635,6 +1634,8 @@ def seed_demo(
         with _writer() as writer:
             world = _build_world(plan, writer)
             done = EXECUTORS[executor](world, writer).run(plan, progress)
+        # The hour's trailing statistics predate the loaded deals.
+        forget_inputs()
         if postgres:
             with connection.cursor() as cursor:
                 # Fresh statistics, so the first queries on the new rows plan well.

@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from accounts.models import Role, User
 from funnel import domain, importing
@@ -27,8 +28,8 @@ from funnel.models import (
     StageHistory,
 )
 from funnel.stages import Stage
-from kpis import recompute
-from kpis.models import DirtyDay, KpiSnapshot
+from kpis import company, recompute
+from kpis.models import DirtyDay, HourlyInputs, KpiSnapshot
 from tests.factories import lost_reason
 
 pytestmark = pytest.mark.django_db
@@ -565,6 +566,15 @@ def test_a_dry_run_reports_what_would_be_created_and_writes_nothing(setup):
     assert importing.report_lines(result)[0] == (
         "file: 10 deals would be created, 0 unchanged, 0 failed; dry run, nothing written."
     )
+
+
+def test_an_import_drops_the_hours_trailing_statistics_and_a_dry_run_keeps_them(setup):
+    company.store_inputs(timezone.now())
+    import_text(csv_text(*CLEAN), dry_run=True)
+    assert HourlyInputs.objects.count() == 1
+    import_text(csv_text(*CLEAN))
+    # The next recompute takes them again, from the imported deals.
+    assert not HourlyInputs.objects.exists()
 
 
 def test_reimporting_a_file_creates_no_duplicates(setup):

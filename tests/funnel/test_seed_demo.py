@@ -32,7 +32,8 @@ from funnel.models import (
     StageHistory,
 )
 from funnel.stages import Stage, Status
-from kpis.models import DirtyDay
+from kpis.company import store_inputs
+from kpis.models import DirtyDay, HourlyInputs
 
 pytestmark = pytest.mark.django_db
 
@@ -458,3 +459,11 @@ def test_until_cannot_lie_in_the_future():
     with pytest.raises(CommandError, match="later than today"):
         call_command("seed_demo", f"--until={later}", stdout=StringIO())
     assert not Deal.objects.exists()
+
+
+@pytest.mark.parametrize("executor", ["bulk", "domain"])
+def test_a_load_drops_the_hours_trailing_statistics(executor):
+    store_inputs(timezone.now())
+    seed(30, executor=executor)
+    # The next recompute takes them again, from the loaded deals.
+    assert not HourlyInputs.objects.exists()
