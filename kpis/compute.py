@@ -95,8 +95,15 @@ class Measures:
         return self
 
 
+#: Families no KPI reads but the ledger keeps: the owner timeline of an incremental
+#: recompute reads them from it (kpis.timeline.LedgerOwners).
+LEDGER_ONLY = ("settled",)
+
+
 def _families_needed():
     breakdowns = defaultdict(set)
+    for name in LEDGER_ONLY:
+        breakdowns[name]
     for kpi in KPIS:
         if kpi.family:
             breakdowns[kpi.family].update(kpi.breakdowns)
@@ -412,11 +419,15 @@ def store_days(periods, now=None):
     """Recompute day periods from the deals: their snapshots, their ledger rows, and
     (through the ledger) the sums of every larger period containing them. Returns
     (rows written, {day: families whose measures changed})."""
-    total, changed = 0, {}
+    total, changed, gathered = 0, {}, []
     for run in day_runs(sorted(set(periods))):
         # One day more at the front: growth compares with the previous day.
         measures = gather(Grain.DAY, run[0].previous().start_at, run[-1].end_at)
         changed.update(ledger.replace_days([p.start for p in run], measures))
+        gathered.append((run, measures))
+    # Every day's ledger rows are replaced before any snapshot is computed: the owner
+    # timeline of an incremental recompute is read from them (timeline.LedgerOwners).
+    for run, measures in gathered:
         total += write(Grain.DAY, run, snapshots(Grain.DAY, run, measures, now or timezone.now()))
     return total, changed
 

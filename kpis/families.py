@@ -15,8 +15,10 @@ import functools
 import operator
 from dataclasses import dataclass, field
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connection
 from django.db.models import (
+    BigIntegerField,
     Case,
     Count,
     DateField,
@@ -32,7 +34,7 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.functions import Coalesce, Trunc, TruncDate
+from django.db.models.functions import Coalesce, Greatest, Trunc, TruncDate
 
 from accounts.models import User
 from funnel import stages
@@ -109,6 +111,29 @@ def within(path, start_at, end_at):
     return Q(**{f"{path}__gte": start_at, f"{path}__lt": end_at})
 
 
+#: A narrowing condition is handed to the family's query as the list of its rows' ids
+#: when there are at most this many: PostgreSQL then plans the query for the rows it
+#: really has. Left as a subquery (or an OR across two tables), it guessed a few rows
+#: and repeated every derived moment once per user of the joined team column (at 1M
+#: deals, a 4-day first-offer query took 0.7 s), or scanned both tables.
+#: SQLite binds each listed id as a parameter (at most 32,766 in a statement).
+NARROW_IDS_MAX = 50_000
+NARROW_IDS_MAX_SQLITE = 5_000
+
+
+def _listed(querysets):
+    """The distinct values of the one-column ``querysets``, or None when there are more
+    than the database takes listed (``NARROW_IDS_MAX``)."""
+    most = NARROW_IDS_MAX if connection.vendor == "postgresql" else NARROW_IDS_MAX_SQLITE
+    most = min(most, NARROW_IDS_MAX)
+    ids = set()
+    for qs in querysets:
+        ids.update(qs.order_by()[: most + 1])
+        if len(ids) > most:
+            return None
+    return sorted(ids)
+
+
 def team_members(team_id):
     """The ids of a team's members, listed: ``owner_id IN (1, 2, 3)`` is a condition
     PostgreSQL estimates well, where a join through the few rows of the user table is
@@ -141,6 +166,21 @@ class any_within:
     def __call__(self, start_at, end_at):
         return functools.reduce(operator.or_, (within(p, start_at, end_at) for p in self.paths))
 
+    def ids(self, model, start_at, end_at):
+        """The ids of ``model`` rows meeting the condition (None: too many, or not worth
+        it), one indexed range per path; for rows of a deal (offers), (id, deal id)
+        pairs. Columns of the model's own table are left as they are: PostgreSQL ORs
+        their index ranges well, and a long list only costs it more."""
+        if not any("__" in p for p in self.paths):
+            return None
+        fields = ["pk"] if model is Deal else ["pk", "deal_id"]
+        return _listed(
+            model.objects.filter(within(p, start_at, end_at)).values_list(
+                *fields, flat=model is Deal
+            )
+            for p in self.paths
+        )
+
     def sources(self, family):
         return [Source(family.model, path) for path in self.paths]
 
@@ -155,6 +195,10 @@ class has_row_within:
     def __call__(self, start_at, end_at):
         rows = self.model.objects.filter(within(self.path, start_at, end_at), **self.conditions)
         return Q(pk__in=rows.values("deal_id"))
+
+    def ids(self, model, start_at, end_at):
+        rows = self.model.objects.filter(within(self.path, start_at, end_at), **self.conditions)
+        return _listed([rows.values_list("deal_id", flat=True).distinct()])
 
     def sources(self, family):
         return [Source(self.model, self.path, tuple(self.conditions.items()))]
@@ -230,7 +274,17 @@ class Family:
     def in_range(self, start_at, end_at):
         qs = self.base().filter(_moment__gte=start_at, _moment__lt=end_at)
         if self.narrow is not None and end_at - start_at <= NARROW_SPAN:
-            qs = qs.filter(self.narrow(start_at, end_at))
+            ids = self.narrow.ids(self.model, start_at, end_at)
+            if ids is None:
+                qs = qs.filter(self.narrow(start_at, end_at))
+            elif not ids:
+                qs = qs.none()
+            elif self.model is Deal:
+                qs = qs.filter(pk__in=ids)
+            else:
+                # Their deals listed too: PostgreSQL looks them up by key instead of
+                # hashing every deal to join a few thousand rows.
+                qs = qs.filter(pk__in=[i for i, _ in ids], deal_id__in=sorted({d for _, d in ids}))
         return qs
 
     def slice_q(self, slice_type, value, prefix):
@@ -289,7 +343,8 @@ class Family:
         (bucket, slice key, breakdown value, {measure: value}, {median measure: value})."""
         qs = self.in_range(start_at, end_at).annotate(
             _bucket=self.bucket(grain),
-            **{f"_s_{t}": F(self.deal_prefix + path) for t, path in ROLLUP_FIELDS.items()},
+            **{f"_s_{t}": F(self.deal_prefix + path) for t, path in ROLLUP_FIELDS.items() if path},
+            _s_team=team_of(self.deal_prefix + "owner_id"),
         )
         columns = ["_bucket", *(f"_s_{t}" for t in ROLLUP_FIELDS)]
         if breakdown_type:
@@ -298,7 +353,10 @@ class Family:
         inputs = {f"_m_{name}": row_expression(agg) for name, agg in self.measures.items()}
         medians = {} if breakdown_type else {f"_d_{n}": e for n, e in self.medians.items()}
         qs = qs.annotate(**inputs, **medians).order_by().values(*columns, *inputs, *medians)
-        inner, params = qs.query.sql_with_params()
+        try:
+            inner, params = qs.query.sql_with_params()
+        except EmptyResultSet:  # no row can be in the range (``Family.in_range``)
+            return
         slice_columns = [f'"_s_{t}"' for t in ROLLUP_FIELDS]
         select = [
             '"_bucket"',
@@ -352,16 +410,30 @@ class Family:
         return qs.order_by().values(*columns, *(f"_m_{name}" for name in self.medians))
 
 
-#: The slices a PostgreSQL roll-up groups by (``Family.rolled_up``), team through the
-#: owner's current team like the Python roll-up.
+#: The slices a PostgreSQL roll-up groups by (``Family.rolled_up``); the team is the
+#: owner's current team, like the Python roll-up (``team_of``).
 ROLLUP_FIELDS = {
     "rep": "owner_id",
-    "team": "owner__team_id",
+    "team": None,
     "channel": "channel_id",
     "segment": "segment",
     "industry": "industry",
 }
 ROLLUP_SLICES = list(ROLLUP_FIELDS)
+
+
+def team_of(owner_path):
+    """The owner's current team as an expression over the owner column: the users'
+    teams listed in a CASE, read when the query is built. A join to the user table
+    instead (a few rows, which PostgreSQL guesses badly) led it to pair every
+    candidate row with every user before looking the deal up, or to hash all deals."""
+    whens = [
+        When(**{owner_path: pk}, then=Value(team))
+        for pk, team in User.objects.filter(team_id__isnull=False)
+        .order_by("pk")
+        .values_list("pk", "team_id")
+    ]
+    return Case(*whens, default=Value(None), output_field=BigIntegerField())
 
 
 def row_expression(aggregate):
@@ -647,6 +719,22 @@ FAMILIES = {
             "opp_value": _sum("current_value_base", OPPORTUNITY),
         },
         breakdowns=("reason", "stage"),
+    ),
+    # Opportunities both opened and closed, by the later of the two (its day is when
+    # the opportunity stops being open even if an import closed it before needs): the
+    # owner timeline's "settled" count (kpis.timeline), kept in the ledger; no KPI.
+    "settled": Family(
+        name="settled",
+        model=Deal,
+        date="_settled",
+        annotations={
+            "_settled": Greatest(
+                "entered_needs_at", Coalesce("won_at", "lost_at"), output_field=DateTimeField()
+            )
+        },
+        where=OPPORTUNITY & (Q(won_at__isnull=False) | Q(lost_at__isnull=False)),
+        narrow=any_within("entered_needs_at", "won_at", "lost_at"),
+        measures={"n": _count()},
     ),
     **_stage_families(),
 }

@@ -20,12 +20,14 @@ from collections import defaultdict
 from decimal import Decimal
 
 from django.db.models import Count, DateField, F, Q, Sum
+from django.db.models.fields.json import KT
 from django.db.models.functions import Coalesce, Greatest, TruncDate
 
 from funnel.models import Company, Deal
 from funnel.stages import Status
 from kpis.ledger import MICROSECONDS_PER_DAY, microseconds
-from kpis.periods import tz
+from kpis.models import PeriodMeasures
+from kpis.periods import Grain, tz
 
 ONE_DAY = datetime.timedelta(days=1)
 
@@ -213,6 +215,112 @@ class OwnerTimeline:
         return {"won": won, "value": value, "cycle": days, "lost": lost}
 
 
+#: What ``LedgerOwners`` reads from the ledger's rep rows: (family, measure) paths of
+#: each counter, in the order of its totals.
+LEDGER_PATHS = (
+    ("leads", "lead__n"),
+    ("won", "won__n"),
+    ("lost", "lost__n"),
+    ("opened", "needs__n"),
+    ("settled", "settled__n"),
+    ("value", "won__value"),
+    ("cycle", "won__cycle_days__us"),
+    ("lost_opps", "lost__opp_n"),
+)
+_LEADS, _WON, _LOST, _OPENED, _SETTLED, _VALUE, _CYCLE, _LOST_OPPS = range(len(LEDGER_PATHS))
+
+
+def _ledger_number(index, value):
+    if value is None:
+        return 0
+    return Decimal(value) if index == _VALUE else int(value)
+
+
+class LedgerOwners:
+    """``OwnerTimeline``'s answers read from the measure ledger (kpis/ledger.py) instead
+    of the deals: the same counts are day-grain families there (leads, wins, losses,
+    needs entries, "settled"), kept per owner in the rep rows. A total over the days
+    before D is the owner's month rows before D's month plus its day rows from the
+    month's first day to D: a few thousand small rows, where the deal scan reads every
+    deal six times. For a recompute of a few periods (an incremental one); a full
+    recompute rebuilds the ledger itself and scans the deals (``OwnerTimeline``).
+
+    Read lazily, at the first question: the ledger's day rows must be current by then
+    (``compute.store_days`` replaces every dirty day's rows before it computes any
+    snapshot)."""
+
+    def __init__(self):
+        self._months = None  # owner -> ([month starts], [running totals])
+        self._before = {}  # day -> {owner: totals of the days before it}
+
+    def _rows(self, grain, **filters):
+        columns = {f"_{name}": KT(f"sums__{path}") for name, path in LEDGER_PATHS}
+        rows = PeriodMeasures.objects.filter(
+            grain=grain, breakdown="", slice__startswith="rep:", **filters
+        ).annotate(**columns)
+        for start, slice_, *values in rows.values_list("period_start", "slice", *columns):
+            numbers = [_ledger_number(i, v) for i, v in enumerate(values)]
+            yield start, int(slice_.split(":", 1)[1]), numbers
+
+    def _month_totals(self):
+        if self._months is None:
+            by_owner = defaultdict(list)
+            for start, owner, numbers in self._rows(Grain.MONTH):
+                by_owner[owner].append((start, numbers))
+            self._months = {}
+            for owner, rows in by_owner.items():
+                rows.sort()
+                starts, running, totals = [], [0] * len(LEDGER_PATHS), []
+                for start, numbers in rows:
+                    running = [a + b for a, b in zip(running, numbers, strict=True)]
+                    starts.append(start)
+                    totals.append(running)
+                self._months[owner] = (starts, totals)
+        return self._months
+
+    def _totals_before(self, day):
+        if day not in self._before:
+            month = day.replace(day=1)
+            out = {}
+            for owner, (starts, totals) in self._month_totals().items():
+                i = bisect.bisect_left(starts, month)
+                out[owner] = list(totals[i - 1]) if i else [0] * len(LEDGER_PATHS)
+            if day > month:
+                days = self._rows(Grain.DAY, period_start__gte=month, period_start__lt=day)
+                for _, owner, numbers in days:
+                    entry = out.setdefault(owner, [0] * len(LEDGER_PATHS))
+                    for i, v in enumerate(numbers):
+                        entry[i] += v
+            self._before[day] = out
+        return self._before[day]
+
+    def _at(self, owner, day):
+        return self._totals_before(day).get(owner) or [0] * len(LEDGER_PATHS)
+
+    def owners(self):
+        return set(self._month_totals())
+
+    def active(self, owner, start, end):
+        """Had a deal alive in [start, end): created before ``end`` and not closed
+        before ``start``."""
+        closed = self._at(owner, start)
+        return self._at(owner, end)[_LEADS] - closed[_WON] - closed[_LOST] > 0
+
+    def open_opportunities(self, owner, day):
+        totals = self._at(owner, day)
+        return totals[_OPENED] - totals[_SETTLED]
+
+    def trailing_outcomes(self, owner, day):
+        then, now = self._at(owner, year_before_day(day)), self._at(owner, day)
+        cycle = now[_CYCLE] - then[_CYCLE]
+        return {
+            "won": now[_WON] - then[_WON],
+            "value": now[_VALUE] - then[_VALUE],
+            "cycle": Decimal(cycle) / MICROSECONDS_PER_DAY,
+            "lost": now[_LOST_OPPS] - then[_LOST_OPPS],
+        }
+
+
 class CustomerTimeline:
     """Customers active at each boundary day, churn between two boundaries, repeat
     customers and CLV inputs, from one query over won deals and one over churned
@@ -229,38 +337,46 @@ class CustomerTimeline:
         churned = dict(
             Company.objects.filter(churned_at__isnull=False).values_list("pk", "churned_at")
         )
-        windows = defaultdict(list)
-        self._won = []  # (day, company, value)
-        first_wins = defaultdict(list)
-        zone = tz()
-        for company_id, won_at, value in (
+        self.intervals = {}
+        self._won = []  # (first day active, last day active, value)
+        # Repeat customers: the day of each company's first and second win.
+        self.first_win, self.second_win = [], []
+        # Each company's wins in day order (the local day computed by the database): its
+        # windows come sorted, and its first two wins are its first two rows.
+        rows = (
             Deal.objects.filter(status=Status.WON)
-            .order_by()
-            .values_list("company_id", "won_at", "current_value_base")
-        ):
-            day = won_at.astimezone(zone).date()
-            first_wins[company_id].append(day)
+            .annotate(_day=_local_day("won_at"))
+            .order_by("company_id", "_day")
+            .values_list("company_id", "_day", "current_value_base")
+        )
+        company, windows, wins = None, [], 0
+        for company_id, day, value in rows:
+            if company_id != company:
+                if windows:
+                    self.intervals[company] = _merge(windows)
+                company, windows, wins = company_id, [], 0
+            wins += 1
+            if wins == 1:
+                self.first_win.append(day)
+            elif wins == 2:
+                self.second_win.append(day)
             last = last_day_in_window(day)
             churn = churned.get(company_id)
             if churn is not None and churn < last:
                 last = churn
-            if last >= day + ONE_DAY:
-                windows[company_id].append((day + ONE_DAY, last))
+            if last > day:
+                windows.append((day + ONE_DAY, last))
                 self._won.append((day + ONE_DAY, last, value or Decimal(0)))
-        self.intervals = {c: _merge(w) for c, w in windows.items()}
-        # Repeat customers: the day of each company's first and second win.
-        self.first_win, self.second_win = [], []
-        for days in first_wins.values():
-            days.sort()
-            self.first_win.append(days[0])
-            if len(days) > 1:
-                self.second_win.append(days[1])
+        if windows:
+            self.intervals[company] = _merge(windows)
         self.first_win.sort()
         self.second_win.sort()
         self._active_days = _DayRanges(
             [(a, b, 1) for ivs in self.intervals.values() for a, b in ivs]
         )
         self._value_days = _DayRanges(self._won)
+        self._by_end = self._ends = None
+        self._active_sets = {}
 
     def active_count(self, day):
         return self._active_days.at(day)
@@ -277,9 +393,29 @@ class CustomerTimeline:
             bisect.bisect_left(self.second_win, day),
         )
 
+    #: Up to this many pairs, ``lost_between`` compares the sets of companies active at
+    #: each boundary (an incremental recompute asks about a few); above, one pass over
+    #: every company's intervals answers all pairs (a full recompute asks about every
+    #: day).
+    FEW_PAIRS = 16
+
+    def active_at(self, day):
+        """The companies active at ``day`` (memoised): the intervals ending on or after
+        it (a suffix of the intervals sorted by end) that start on or before it."""
+        if self._by_end is None:
+            spans = sorted((b, a, c) for c, ivs in self.intervals.items() for a, b in ivs)
+            self._ends = [b for b, _, _ in spans]
+            self._by_end = [(a, c) for _, a, c in spans]
+        if day not in self._active_sets:
+            i = bisect.bisect_left(self._ends, day)
+            self._active_sets[day] = {c for a, c in self._by_end[i:] if a <= day}
+        return self._active_sets[day]
+
     def lost_between(self, pairs):
         """For each (X, Y) with X < Y, both ascending: how many companies active at X are
         not active at Y."""
+        if len(pairs) <= self.FEW_PAIRS:
+            return [len(self.active_at(x) - self.active_at(y)) for x, y in pairs]
         xs = [x for x, _ in pairs]
         ys = [y for _, y in pairs]
         diff = [0] * (len(pairs) + 1)
@@ -315,6 +451,8 @@ class CustomerTimeline:
 
 
 def _merge(windows):
+    if len(windows) == 1:
+        return list(windows)
     windows.sort()
     merged = [list(windows[0])]
     for a, b in windows[1:]:

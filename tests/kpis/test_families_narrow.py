@@ -52,12 +52,46 @@ def test_a_narrowed_family_finds_the_same_rows_in_every_short_range(deals, name)
     assert found > 0
 
 
+class Spy:
+    """A narrow condition that records the ranges it was asked to narrow."""
+
+    def __init__(self, narrow):
+        self.narrow, self.asked = narrow, []
+
+    def __call__(self, start_at, end_at):
+        return self.narrow(start_at, end_at)
+
+    def ids(self, model, start_at, end_at):
+        self.asked.append((start_at, end_at))
+        return self.narrow.ids(model, start_at, end_at)
+
+
+@pytest.mark.django_db
 def test_only_ranges_up_to_the_narrow_span_are_narrowed():
-    family = FAMILIES["first_offer"]
-    unnarrowed = dataclasses.replace(family, narrow=None)
+    spy = Spy(FAMILIES["first_offer"].narrow)
+    family = dataclasses.replace(FAMILIES["first_offer"], narrow=spy)
     today = datetime.date(2026, 3, 11)
     for grain, narrowed in (("day", True), ("month", True), ("quarter", False), ("year", False)):
         period = Period.containing(grain, today)
-        sql = str(family.in_range(period.start_at, period.end_at).query)
-        plain = str(unnarrowed.in_range(period.start_at, period.end_at).query)
-        assert (sql != plain) is narrowed, grain
+        spy.asked.clear()
+        family.in_range(period.start_at, period.end_at)
+        assert spy.asked == ([(period.start_at, period.end_at)] if narrowed else []), grain
+
+
+@pytest.mark.django_db
+def test_a_short_range_lists_its_rows_and_a_long_one_keeps_the_condition(deals, monkeypatch):
+    """Up to ``NARROW_IDS_MAX`` rows, the family's query gets their ids (and an offer's
+    deal ids); above, the narrowing condition itself. Both find the same rows."""
+    from kpis import families
+
+    # The day the client rejected the offer (``deals``).
+    period = Period.containing("day", days_ago(24).date())
+    family = FAMILIES["offer_response"]
+    listed = family.in_range(period.start_at, period.end_at)
+    assert '"funnel_offer"."id" IN (' in str(listed.query)
+    assert '"funnel_offer"."deal_id" IN (' in str(listed.query)
+    monkeypatch.setattr(families, "NARROW_IDS_MAX", 0)
+    kept = family.in_range(period.start_at, period.end_at)
+    assert '"funnel_offer"."id" IN (' not in str(kept.query)
+    assert set(listed.values_list("pk", flat=True)) == set(kept.values_list("pk", flat=True))
+    assert len(set(kept.values_list("pk", flat=True))) == 1

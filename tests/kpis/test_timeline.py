@@ -1,12 +1,20 @@
-"""The customer timeline's churn count against a per-company reference."""
+"""The customer timeline's churn count against a per-company reference; the owner
+timeline read from the ledger against the one read from the deals."""
 
 import datetime
 import itertools
+from decimal import Decimal
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kpis.timeline import CustomerTimeline, _merge
+from funnel.stages import Stage, Status
+from kpis import recompute
+from kpis.ledger import MICROSECONDS_PER_DAY, microseconds
+from kpis.timeline import CustomerTimeline, LedgerOwners, OwnerTimeline, _merge
+from tests.factories import days_ago, lost_reason
+from tests.kpis.builders import deal_row, save_deals, won_row
 
 DAY0 = datetime.date(2025, 1, 1)
 days = st.integers(min_value=0, max_value=60).map(lambda n: DAY0 + datetime.timedelta(days=n))
@@ -15,9 +23,14 @@ window = st.tuples(days, st.integers(min_value=0, max_value=20)).map(
 )
 
 
-def timeline(companies):
+def timeline(companies, few_pairs=CustomerTimeline.FEW_PAIRS):
     out = object.__new__(CustomerTimeline)
     out.intervals = {c: _merge(list(ws)) for c, ws in enumerate(companies) if ws}
+    out._by_end = out._ends = None
+    out._active_sets = {}
+    # Which way the pairs are counted: compared sets of active companies (up to
+    # ``FEW_PAIRS`` pairs) or one pass over every company's intervals.
+    out.FEW_PAIRS = few_pairs
     return out
 
 
@@ -28,18 +41,96 @@ def active(ivs, day):
 @given(
     companies=st.lists(st.lists(window, max_size=4), max_size=12),
     boundaries=st.lists(days, min_size=2, max_size=8, unique=True),
+    few_pairs=st.sampled_from([0, CustomerTimeline.FEW_PAIRS]),
 )
-def test_lost_between_counts_the_companies_active_at_x_and_not_at_y(companies, boundaries):
+def test_lost_between_counts_the_companies_active_at_x_and_not_at_y(
+    companies, boundaries, few_pairs
+):
     boundaries.sort()
     pairs = list(itertools.pairwise(boundaries))
-    got = timeline(companies).lost_between(pairs)
+    got = timeline(companies, few_pairs).lost_between(pairs)
     expected = [
         sum(1 for ws in companies if ws and active(ws, x) and not active(ws, y)) for x, y in pairs
     ]
     assert got == expected
 
 
-def test_lost_between_with_one_company_active_only_at_the_start():
-    line = timeline([[(DAY0, DAY0 + datetime.timedelta(days=9))], [(DAY0, DAY0)]])
+@pytest.mark.parametrize("few_pairs", [0, CustomerTimeline.FEW_PAIRS])
+def test_lost_between_with_one_company_active_only_at_the_start(few_pairs):
+    line = timeline([[(DAY0, DAY0 + datetime.timedelta(days=9))], [(DAY0, DAY0)]], few_pairs)
     x, y = DAY0, DAY0 + datetime.timedelta(days=10)
     assert line.lost_between([(x, y), (DAY0 + datetime.timedelta(days=5), y)]) == [2, 1]
+    assert line.active_at(DAY0 + datetime.timedelta(days=5)) == {0}
+
+
+@pytest.mark.django_db
+def test_the_owner_counts_read_from_the_ledger_equal_the_deal_scan(rep, teammate):
+    """``LedgerOwners`` (an incremental recompute's owner timeline, read from the
+    ledger's rep rows) answers every question as ``OwnerTimeline`` (the deals) does, at
+    every boundary: month starts and mid-month days, before, during and after the data.
+    The deals cover each count: open leads, open opportunities, wins, losses before and
+    after needs, and a loss recorded before the needs stamp (settled by the later day)."""
+    price = lost_reason("price")
+    recent_win = won_row(rep, days_ago(150), days_ago(20), Decimal("800.25"))
+    save_deals(
+        [
+            deal_row(rep, days_ago(300)),
+            deal_row(rep, days_ago(200), reached=Stage.OFFER),
+            won_row(rep, days_ago(400), days_ago(380), Decimal("1200.50")),
+            recent_win,
+            won_row(teammate, days_ago(90), days_ago(45), Decimal("99.99")),
+            deal_row(
+                teammate,
+                days_ago(120),
+                reached=Stage.NEEDS,
+                status=Status.LOST,
+                lost_at=days_ago(60),
+                lost_reason=price,
+            ),
+            deal_row(
+                rep,
+                days_ago(70),
+                reached=Stage.QUALIFICATION,
+                status=Status.LOST,
+                lost_at=days_ago(65),
+                lost_reason=price,
+            ),
+            deal_row(
+                teammate,
+                days_ago(50),
+                reached=Stage.NEEDS,
+                at={Stage.QUALIFICATION: days_ago(49), Stage.NEEDS: days_ago(30)},
+                status=Status.LOST,
+                lost_at=days_ago(40),  # before the needs stamp: settled on day 30
+                lost_reason=price,
+            ),
+        ]
+    )
+    recompute.recompute_all()
+    scanned, ledger = OwnerTimeline(), LedgerOwners()
+    assert ledger.owners() == scanned.owners() == {rep.pk, teammate.pk}
+    first = days_ago(420).date()
+    boundaries = [first + datetime.timedelta(days=n) for n in range(0, 440, 3)]
+    boundaries += [d.replace(day=1) for d in boundaries]
+    for owner in (rep.pk, teammate.pk):
+        for day in boundaries:
+            end = day + datetime.timedelta(days=10)
+            assert ledger.active(owner, day, end) == scanned.active(owner, day, end), day
+            assert ledger.open_opportunities(owner, day) == scanned.open_opportunities(
+                owner, day
+            ), day
+            assert ledger.trailing_outcomes(owner, day) == scanned.trailing_outcomes(owner, day), (
+                day
+            )
+    # Two answers spelled out. 100 days ago the teammate had one open opportunity (the
+    # one lost 60 days ago); over the last year the rep won one deal.
+    today = days_ago(0).date()
+    assert ledger.open_opportunities(teammate.pk, today - datetime.timedelta(days=100)) == 1
+    utc = datetime.UTC
+    cycle = recent_win.won_at.astimezone(utc) - recent_win.entered_needs_at.astimezone(utc)
+    assert ledger.trailing_outcomes(rep.pk, today) == {
+        "won": 1,
+        "value": Decimal("800.25"),
+        "cycle": Decimal(microseconds(cycle)) / MICROSECONDS_PER_DAY,
+        "lost": 0,
+    }
