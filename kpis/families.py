@@ -124,8 +124,9 @@ NARROW_IDS_MAX_SQLITE = 5_000
 def _listed(querysets):
     """The distinct values of the one-column ``querysets``, or None when there are more
     than the database takes listed (``NARROW_IDS_MAX``)."""
-    most = NARROW_IDS_MAX if connection.vendor == "postgresql" else NARROW_IDS_MAX_SQLITE
-    most = min(most, NARROW_IDS_MAX)
+    most = NARROW_IDS_MAX
+    if connection.vendor != "postgresql":
+        most = min(most, NARROW_IDS_MAX_SQLITE)
     ids = set()
     for qs in querysets:
         ids.update(qs.order_by()[: most + 1])
@@ -422,17 +423,24 @@ ROLLUP_FIELDS = {
 ROLLUP_SLICES = list(ROLLUP_FIELDS)
 
 
+#: Up to this many users in teams, ``team_of`` lists them in a CASE (each row tests
+#: them in turn); with more, the user table is joined.
+TEAM_CASE_MAX = 200
+
+
 def team_of(owner_path):
     """The owner's current team as an expression over the owner column: the users'
     teams listed in a CASE, read when the query is built. A join to the user table
     instead (a few rows, which PostgreSQL guesses badly) led it to pair every
     candidate row with every user before looking the deal up, or to hash all deals."""
-    whens = [
-        When(**{owner_path: pk}, then=Value(team))
-        for pk, team in User.objects.filter(team_id__isnull=False)
+    members = list(
+        User.objects.filter(team_id__isnull=False)
         .order_by("pk")
-        .values_list("pk", "team_id")
-    ]
+        .values_list("pk", "team_id")[: TEAM_CASE_MAX + 1]
+    )
+    if len(members) > TEAM_CASE_MAX:
+        return F(owner_path.removesuffix("_id") + "__team_id")
+    whens = [When(**{owner_path: pk}, then=Value(team)) for pk, team in members]
     return Case(*whens, default=Value(None), output_field=BigIntegerField())
 
 

@@ -8,11 +8,11 @@ from decimal import Decimal
 import pytest
 
 from funnel import domain
-from funnel.models import ActivityKind
+from funnel.models import ActivityKind, Deal
 from funnel.stages import Stage
 from kpis.families import FAMILIES, NARROW_SPAN
 from kpis.periods import Period
-from tests.factories import days_ago, deal_in_stage, lost_reason, won_deal
+from tests.factories import days_ago, deal_in_stage, lost_reason, make_deal, won_deal
 
 NARROWED = sorted(name for name, family in FAMILIES.items() if family.narrow is not None)
 
@@ -95,3 +95,30 @@ def test_a_short_range_lists_its_rows_and_a_long_one_keeps_the_condition(deals, 
     assert '"funnel_offer"."id" IN (' not in str(kept.query)
     assert set(listed.values_list("pk", flat=True)) == set(kept.values_list("pk", flat=True))
     assert len(set(kept.values_list("pk", flat=True))) == 1
+
+
+@pytest.mark.django_db
+def test_the_team_column_is_a_case_over_the_owner_or_a_join_with_many_users(
+    rep, teammate, manager, monkeypatch
+):
+    """Both ways read each deal's owner's current team, and nothing for an owner
+    outside any team."""
+    from kpis import families
+
+    manager.team = None
+    manager.save()
+    deals = [make_deal(rep), make_deal(teammate), make_deal(manager)]
+    expected = [rep.team_id, teammate.team_id, None]
+    assert rep.team_id is not None
+
+    def teams():
+        qs = Deal.objects.annotate(_t=families.team_of("owner_id"))
+        return str(qs.query), [qs.get(pk=d.pk)._t for d in deals]
+
+    sql, got = teams()
+    assert "CASE" in sql and "accounts_user" not in sql
+    assert got == expected
+    monkeypatch.setattr(families, "TEAM_CASE_MAX", 1)
+    sql, got = teams()
+    assert "CASE" not in sql and "accounts_user" in sql
+    assert got == expected
