@@ -71,6 +71,18 @@ def test_the_owner_counts_read_from_the_ledger_equal_the_deal_scan(rep, teammate
     The deals cover each count: open leads, open opportunities, wins, losses before and
     after needs, and a loss recorded before the needs stamp (settled by the later day)."""
     price = lost_reason("price")
+
+    def lost(owner, lead_days_ago, lost_days_ago, reached, **kw):
+        return deal_row(
+            owner,
+            days_ago(lead_days_ago),
+            reached=reached,
+            status=Status.LOST,
+            lost_at=days_ago(lost_days_ago),
+            lost_reason=price,
+            **kw,
+        )
+
     recent_win = won_row(rep, days_ago(150), days_ago(20), Decimal("800.25"))
     save_deals(
         [
@@ -79,30 +91,15 @@ def test_the_owner_counts_read_from_the_ledger_equal_the_deal_scan(rep, teammate
             won_row(rep, days_ago(400), days_ago(380), Decimal("1200.50")),
             recent_win,
             won_row(teammate, days_ago(90), days_ago(45), Decimal("99.99")),
-            deal_row(
+            lost(teammate, 120, 60, Stage.NEEDS),
+            lost(rep, 70, 65, Stage.QUALIFICATION),
+            # Lost before its needs stamp: settled on day 30, the later of the two.
+            lost(
                 teammate,
-                days_ago(120),
-                reached=Stage.NEEDS,
-                status=Status.LOST,
-                lost_at=days_ago(60),
-                lost_reason=price,
-            ),
-            deal_row(
-                rep,
-                days_ago(70),
-                reached=Stage.QUALIFICATION,
-                status=Status.LOST,
-                lost_at=days_ago(65),
-                lost_reason=price,
-            ),
-            deal_row(
-                teammate,
-                days_ago(50),
-                reached=Stage.NEEDS,
+                50,
+                40,
+                Stage.NEEDS,
                 at={Stage.QUALIFICATION: days_ago(49), Stage.NEEDS: days_ago(30)},
-                status=Status.LOST,
-                lost_at=days_ago(40),  # before the needs stamp: settled on day 30
-                lost_reason=price,
             ),
         ]
     )
