@@ -182,7 +182,7 @@ class CompanyKpis:
 
     def inputs(self):
         """The trailing-12-month statistics (``take_inputs``): this hour's stored ones
-        inside ``hourly_inputs()``, else taken now, once per recompute."""
+        after ``use_hour_inputs()``, else taken now, once per recompute."""
         return shared("inputs", lambda: take_inputs(self.now))
 
     def pipeline_inputs(self):

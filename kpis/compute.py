@@ -17,7 +17,7 @@ from django.utils import timezone
 from accounts.models import User
 from kpis import company, ledger
 from kpis.definitions import KPIS
-from kpis.families import FAMILIES
+from kpis.families import FAMILIES, team_members_of_all
 from kpis.models import KpiSnapshot
 from kpis.periods import Grain, Period, periods_between
 from kpis.spend import spend_by_period
@@ -101,9 +101,7 @@ LEDGER_ONLY = ("settled",)
 
 
 def _families_needed():
-    breakdowns = defaultdict(set)
-    for name in LEDGER_ONLY:
-        breakdowns[name]
+    breakdowns = defaultdict(set, {name: set() for name in LEDGER_ONLY})
     for kpi in KPIS:
         if kpi.family:
             breakdowns[kpi.family].update(kpi.breakdowns)
@@ -163,12 +161,13 @@ def _gather_python(grain, start_at, end_at, medians_of=None):
 
 def _gather_rolled_up(grain, start_at, end_at, medians_of=None):
     measures = Measures()
+    members = team_members_of_all()  # read once for every family's team column
     for name, breakdown_types in _families_needed().items():
         family = FAMILIES[name]
         if medians_of is not None and (name not in medians_of or not family.medians):
             continue
         for breakdown_type in (None, *sorted(breakdown_types)) if medians_of is None else (None,):
-            rows = family.rolled_up(grain, start_at, end_at, breakdown_type)
+            rows = family.rolled_up(grain, start_at, end_at, breakdown_type, members)
             for bucket, slice_key, breakdown_value, sums, medians in rows:
                 key = (bucket, slice_key, breakdown_key(breakdown_type, breakdown_value))
                 if medians_of is None:

@@ -122,8 +122,8 @@ NARROW_IDS_MAX_SQLITE = 5_000
 
 
 def _listed(querysets):
-    """The distinct values of the one-column ``querysets``, or None when there are more
-    than the database takes listed (``NARROW_IDS_MAX``)."""
+    """The distinct rows (ids, or (id, deal id) pairs) of ``querysets``, sorted, or
+    None when there are more than the database takes listed (``NARROW_IDS_MAX``)."""
     most = NARROW_IDS_MAX
     if connection.vendor != "postgresql":
         most = min(most, NARROW_IDS_MAX_SQLITE)
@@ -338,14 +338,15 @@ class Family:
         qs, columns = self._grouped(grain, start_at, end_at, breakdown_type)
         return qs.order_by().values(*columns).annotate(**self.measures)
 
-    def rolled_up(self, grain, start_at, end_at, breakdown_type=None):
+    def rolled_up(self, grain, start_at, end_at, breakdown_type=None, members=None):
         """PostgreSQL: one query rolling the measures up into every slice at once
-        (``GROUPING SETS``), medians included (``percentile_cont``). Yields
+        (``GROUPING SETS``), medians included (``percentile_cont``); ``members``: the
+        users' teams (``team_members_of_all``), read once for a whole gather. Yields
         (bucket, slice key, breakdown value, {measure: value}, {median measure: value})."""
         qs = self.in_range(start_at, end_at).annotate(
             _bucket=self.bucket(grain),
             **{f"_s_{t}": F(self.deal_prefix + path) for t, path in ROLLUP_FIELDS.items() if path},
-            _s_team=team_of(self.deal_prefix + "owner_id"),
+            _s_team=team_of(self.deal_prefix + "owner_id", members),
         )
         columns = ["_bucket", *(f"_s_{t}" for t in ROLLUP_FIELDS)]
         if breakdown_type:
@@ -428,16 +429,22 @@ ROLLUP_SLICES = list(ROLLUP_FIELDS)
 TEAM_CASE_MAX = 200
 
 
-def team_of(owner_path):
-    """The owner's current team as an expression over the owner column: the users'
-    teams listed in a CASE, read when the query is built. A join to the user table
-    instead (a few rows, which PostgreSQL guesses badly) led it to pair every
-    candidate row with every user before looking the deal up, or to hash all deals."""
-    members = list(
+def team_members_of_all():
+    """[(user id, team id)] of the users in a team, up to ``TEAM_CASE_MAX`` + 1."""
+    return list(
         User.objects.filter(team_id__isnull=False)
         .order_by("pk")
         .values_list("pk", "team_id")[: TEAM_CASE_MAX + 1]
     )
+
+
+def team_of(owner_path, members=None):
+    """The owner's current team as an expression over the owner column: the users'
+    teams (``members``, read now if not given) listed in a CASE. A join to the user
+    table instead (a few rows, which PostgreSQL guesses badly) led it to pair every
+    candidate row with every user before looking the deal up, or to hash all deals."""
+    if members is None:
+        members = team_members_of_all()
     if len(members) > TEAM_CASE_MAX:
         return F(owner_path.removesuffix("_id") + "__team_id")
     whens = [When(**{owner_path: pk}, then=Value(team)) for pk, team in members]

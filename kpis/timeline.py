@@ -18,6 +18,7 @@ import datetime
 import functools
 from collections import defaultdict
 from decimal import Decimal
+from typing import NamedTuple
 
 from django.db.models import Count, DateField, F, Q, Sum
 from django.db.models.fields.json import KT
@@ -27,7 +28,7 @@ from funnel.models import Company, Deal
 from funnel.stages import Status
 from kpis.ledger import MICROSECONDS_PER_DAY, microseconds
 from kpis.models import PeriodMeasures
-from kpis.periods import Grain, tz
+from kpis.periods import Grain, Period, tz
 
 ONE_DAY = datetime.timedelta(days=1)
 
@@ -94,16 +95,53 @@ class DayCounter:
         i = bisect.bisect_left(self.days.get(key, ()), day)
         return self.cumulative[key][i - 1] if i else (0,) * len(self.fields)
 
-    def between(self, key, first, end):
-        """Totals over first <= day < end."""
-        a, b = self.before(key, first), self.before(key, end)
-        return tuple(y - x for x, y in zip(a, b, strict=True))
-
     def keys(self):
         return self.days.keys()
 
 
-class OwnerTimeline:
+class OwnerTotals(NamedTuple):
+    """An owner's counts over every day before a boundary day."""
+
+    leads: int
+    closed: int  # won or lost, by the day of the outcome
+    opened: int  # needs entries
+    settled: int  # opportunities opened and closed, by the later of the two days
+    won: int
+    value: Decimal  # of the wins
+    cycle: int  # Σ needs → win of the wins, in microseconds
+    lost_opps: int  # losses after needs
+
+
+class OwnerAnswers:
+    """The questions the company KPIs ask about an owner at a boundary day, answered
+    from ``totals(owner, day)``: ``OwnerTimeline`` counts them from the deals,
+    ``LedgerOwners`` from the ledger."""
+
+    def totals(self, owner, day) -> OwnerTotals:
+        raise NotImplementedError
+
+    def active(self, owner, start, end):
+        """Had a deal alive in [start, end): created before ``end`` and not closed
+        before ``start``."""
+        return self.totals(owner, end).leads - self.totals(owner, start).closed > 0
+
+    def open_opportunities(self, owner, day):
+        totals = self.totals(owner, day)
+        return totals.opened - totals.settled
+
+    def trailing_outcomes(self, owner, day):
+        """Wins, their value and cycle days, and lost opportunities in the 12 months
+        before ``day``."""
+        then, now = self.totals(owner, year_before_day(day)), self.totals(owner, day)
+        return {
+            "won": now.won - then.won,
+            "value": now.value - then.value,
+            "cycle": Decimal(now.cycle - then.cycle) / MICROSECONDS_PER_DAY,
+            "lost": now.lost_opps - then.lost_opps,
+        }
+
+
+class OwnerTimeline(OwnerAnswers):
     """Per owner and local day: deals created, opportunities opened and closed, wins
     and lost opportunities. Four grouped queries in all."""
 
@@ -199,20 +237,10 @@ class OwnerTimeline:
     def owners(self):
         return set(self.leads.keys())
 
-    def active(self, owner, start, end):
-        """Had a deal alive in [start, end): created before ``end`` and not closed
-        before ``start``."""
-        return self.leads.before(owner, end)[0] - self.closed.before(owner, start)[0] > 0
-
-    def open_opportunities(self, owner, day):
-        return self.opened.before(owner, day)[0] - self.settled.before(owner, day)[0]
-
-    def trailing_outcomes(self, owner, day):
-        """Wins, their value and cycle days, and lost opportunities in the 12 months
-        before ``day``."""
-        won, value, cycle, lost = self.outcomes.between(owner, year_before_day(day), day)
-        days = Decimal(cycle) / MICROSECONDS_PER_DAY
-        return {"won": won, "value": value, "cycle": days, "lost": lost}
+    def totals(self, owner, day):
+        (leads,), (closed,) = self.leads.before(owner, day), self.closed.before(owner, day)
+        (opened,), (settled,) = self.opened.before(owner, day), self.settled.before(owner, day)
+        return OwnerTotals(leads, closed, opened, settled, *self.outcomes.before(owner, day))
 
 
 #: What ``LedgerOwners`` reads from the ledger's rep rows: (family, measure) paths of
@@ -227,7 +255,7 @@ LEDGER_PATHS = (
     ("cycle", "won__cycle_days__us"),
     ("lost_opps", "lost__opp_n"),
 )
-_LEADS, _WON, _LOST, _OPENED, _SETTLED, _VALUE, _CYCLE, _LOST_OPPS = range(len(LEDGER_PATHS))
+_VALUE = [name for name, _ in LEDGER_PATHS].index("value")
 
 
 def _ledger_number(index, value):
@@ -236,7 +264,7 @@ def _ledger_number(index, value):
     return Decimal(value) if index == _VALUE else int(value)
 
 
-class LedgerOwners:
+class LedgerOwners(OwnerAnswers):
     """``OwnerTimeline``'s answers read from the measure ledger (kpis/ledger.py) instead
     of the deals: the same counts are day-grain families there (leads, wins, losses,
     needs entries, "settled"), kept per owner in the rep rows. A total over the days
@@ -251,6 +279,7 @@ class LedgerOwners:
 
     def __init__(self):
         self._months = None  # owner -> ([month starts], [running totals])
+        self._days = {}  # month -> [(day, owner, values)] of its day rows
         self._before = {}  # day -> {owner: totals of the days before it}
 
     def _rows(self, grain, **filters):
@@ -278,6 +307,15 @@ class LedgerOwners:
                 self._months[owner] = (starts, totals)
         return self._months
 
+    def _day_rows(self, month):
+        """The day rows of ``month``, read once for every boundary in it."""
+        if month not in self._days:
+            end = Period(Grain.MONTH, month).end
+            self._days[month] = list(
+                self._rows(Grain.DAY, period_start__gte=month, period_start__lt=end)
+            )
+        return self._days[month]
+
     def _totals_before(self, day):
         if day not in self._before:
             month = day.replace(day=1)
@@ -286,39 +324,22 @@ class LedgerOwners:
                 i = bisect.bisect_left(starts, month)
                 out[owner] = list(totals[i - 1]) if i else [0] * len(LEDGER_PATHS)
             if day > month:
-                days = self._rows(Grain.DAY, period_start__gte=month, period_start__lt=day)
-                for _, owner, numbers in days:
-                    entry = out.setdefault(owner, [0] * len(LEDGER_PATHS))
-                    for i, v in enumerate(numbers):
-                        entry[i] += v
+                for row_day, owner, numbers in self._day_rows(month):
+                    if row_day < day:
+                        entry = out.setdefault(owner, [0] * len(LEDGER_PATHS))
+                        for i, v in enumerate(numbers):
+                            entry[i] += v
             self._before[day] = out
         return self._before[day]
-
-    def _at(self, owner, day):
-        return self._totals_before(day).get(owner) or [0] * len(LEDGER_PATHS)
 
     def owners(self):
         return set(self._month_totals())
 
-    def active(self, owner, start, end):
-        """Had a deal alive in [start, end): created before ``end`` and not closed
-        before ``start``."""
-        closed = self._at(owner, start)
-        return self._at(owner, end)[_LEADS] - closed[_WON] - closed[_LOST] > 0
-
-    def open_opportunities(self, owner, day):
-        totals = self._at(owner, day)
-        return totals[_OPENED] - totals[_SETTLED]
-
-    def trailing_outcomes(self, owner, day):
-        then, now = self._at(owner, year_before_day(day)), self._at(owner, day)
-        cycle = now[_CYCLE] - then[_CYCLE]
-        return {
-            "won": now[_WON] - then[_WON],
-            "value": now[_VALUE] - then[_VALUE],
-            "cycle": Decimal(cycle) / MICROSECONDS_PER_DAY,
-            "lost": now[_LOST_OPPS] - then[_LOST_OPPS],
-        }
+    def totals(self, owner, day):
+        leads, won, lost, opened, settled, value, cycle, lost_opps = self._totals_before(day).get(
+            owner
+        ) or [0] * len(LEDGER_PATHS)
+        return OwnerTotals(leads, won + lost, opened, settled, won, value, cycle, lost_opps)
 
 
 class CustomerTimeline:
@@ -375,8 +396,6 @@ class CustomerTimeline:
             [(a, b, 1) for ivs in self.intervals.values() for a, b in ivs]
         )
         self._value_days = _DayRanges(self._won)
-        self._by_end = self._ends = None
-        self._active_sets = {}
 
     def active_count(self, day):
         return self._active_days.at(day)
@@ -399,16 +418,23 @@ class CustomerTimeline:
     #: day).
     FEW_PAIRS = 16
 
+    @functools.cached_property
+    def _by_end(self):
+        """(ends, [(start, company)]) of every interval, sorted by end."""
+        spans = sorted((b, a, c) for c, ivs in self.intervals.items() for a, b in ivs)
+        return [b for b, _, _ in spans], [(a, c) for _, a, c in spans]
+
+    @functools.cached_property
+    def _active_sets(self):
+        return {}
+
     def active_at(self, day):
         """The companies active at ``day`` (memoised): the intervals ending on or after
         it (a suffix of the intervals sorted by end) that start on or before it."""
-        if self._by_end is None:
-            spans = sorted((b, a, c) for c, ivs in self.intervals.items() for a, b in ivs)
-            self._ends = [b for b, _, _ in spans]
-            self._by_end = [(a, c) for _, a, c in spans]
         if day not in self._active_sets:
-            i = bisect.bisect_left(self._ends, day)
-            self._active_sets[day] = {c for a, c in self._by_end[i:] if a <= day}
+            ends, spans = self._by_end
+            i = bisect.bisect_left(ends, day)
+            self._active_sets[day] = {c for a, c in spans[i:] if a <= day}
         return self._active_sets[day]
 
     def lost_between(self, pairs):

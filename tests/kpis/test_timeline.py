@@ -26,8 +26,6 @@ window = st.tuples(days, st.integers(min_value=0, max_value=20)).map(
 def timeline(companies, few_pairs=CustomerTimeline.FEW_PAIRS):
     out = object.__new__(CustomerTimeline)
     out.intervals = {c: _merge(list(ws)) for c, ws in enumerate(companies) if ws}
-    out._by_end = out._ends = None
-    out._active_sets = {}
     # Which way the pairs are counted: compared sets of active companies (up to
     # ``FEW_PAIRS`` pairs) or one pass over every company's intervals.
     out.FEW_PAIRS = few_pairs
