@@ -227,6 +227,17 @@ def claim(limit):
     return [(day, generation) for _, day, generation in rows]
 
 
+def held_elsewhere(before, mine):
+    """Whether another worker holds (under an unexpired lease) a mark of a day before
+    ``before`` other than the days ``mine``: its rows in the ledger may not be
+    recomputed yet."""
+    return (
+        DirtyDay.objects.filter(day__lt=before, claimed_until__gt=timezone.now())
+        .exclude(day__in=sorted(set(mine)))
+        .exists()
+    )
+
+
 def release(claimed):
     """Clear the marks that were not marked again while they were recomputed; give the
     others back to the next sweep."""

@@ -215,8 +215,11 @@ def recompute_days(days):
             build_ledger()
         refreshed = company.use_hour_inputs(now)
         # The owner counts at the few boundaries asked, from the ledger (read once the
-        # days' rows are replaced, below), instead of every deal scanned six times.
-        company.preset("owner_timeline", LedgerOwners())
+        # days' rows are replaced, below), instead of every deal scanned six times;
+        # from the deals while another worker holds earlier days (their ledger rows
+        # may still be stale, and its recompute covers only its own days' periods).
+        if not dirty.held_elsewhere(before=max(days), mine=days):
+            company.preset("owner_timeline", LedgerOwners())
         # The open pipeline of every grain's periods of the dirty days, in one query.
         periods = [p for grain in periods_for_days(days).values() for p in grain]
         company.preset(

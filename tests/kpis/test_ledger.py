@@ -6,6 +6,8 @@ import datetime
 from collections import defaultdict
 from decimal import Decimal
 
+from django.utils import timezone
+
 from funnel import domain
 from funnel.stages import Stage
 from kpis import compute, dirty, ledger, recompute
@@ -215,3 +217,30 @@ def test_a_recompute_rewrites_only_the_rows_whose_reading_changed(rep, teammate)
     assert {pk: after[pk] for pk in teammates} == {pk: before[pk] for pk in teammates}
     # The company rows carry the recompute's time: the period's "computed at" moves.
     assert all(after[pk] > before[pk] for pk in company)
+
+
+def test_the_owner_counts_come_from_the_deals_while_another_worker_holds_earlier_days(
+    rep, teammate
+):
+    """An incremental recompute reads the owner counts from the ledger, whose rows for
+    an earlier day another worker holds may not be recomputed yet: then it reads them
+    from the deals. Here the teammate's only lead (5 days ago) makes them an active rep
+    today; the stale ledger would count one active rep, not two."""
+    make_deal(rep, at=days_ago(20))
+    recompute.recompute_all()
+    make_deal(rep, at=timezone.now())
+    make_deal(teammate, at=days_ago(5))
+    held = local_date(days_ago(5))
+    DirtyDay.objects.filter(day=held).update(
+        claimed_until=timezone.now() + datetime.timedelta(hours=1)
+    )
+    recompute.recompute_days([today()])
+    row = KpiSnapshot.objects.get(
+        kpi="new_leads_per_rep", grain=Grain.DAY, period_start=today(), slice="company"
+    )
+    assert (row.numerator, row.denominator, row.value) == (1, 2, Decimal("0.5"))
+    # The held day's ledger rows are still the old ones: the worker holding it has not
+    # recomputed it.
+    assert not PeriodMeasures.objects.filter(
+        grain=Grain.DAY, period_start=held, slice=f"rep:{teammate.pk}"
+    ).exists()
