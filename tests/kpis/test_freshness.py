@@ -418,3 +418,42 @@ def test_the_trailing_statistics_are_taken_once_an_hour(rep):
     assert fresh.data["trailing"] == [[rep.pk, 1, 0]]
     assert fresh.pipeline_refreshed is True
     assert coverage_needed() == 1.0
+
+
+def test_within_an_hour_the_incremental_open_pipeline_equals_a_full_ones(
+    rep, teammate, monkeypatch
+):
+    """Within an hour (its statistics stored, every period's pipeline refreshed), an
+    incremental recompute weighs the open pipeline of the dirty days' periods of every
+    grain from one query by day; a full recompute makes one query per grain. Both
+    store the same rows."""
+    offer = deal_in_stage(teammate, Stage.OFFER, start_days_ago=90)
+    needs = deal_in_stage(rep, Stage.NEEDS, start_days_ago=40)
+    # The data span reaches 60 days ahead already: the dates set below fall inside it
+    # (days a change adds to the span get their pipeline rows at the hour's refresh).
+    later = deal_in_stage(rep, Stage.OFFER, start_days_ago=20)
+    domain.update_deal(later, by=rep, expected_close_date=today() + datetime.timedelta(days=60))
+    recompute.recompute_all()
+    soon = today() + datetime.timedelta(days=3)
+    domain.update_deal(offer, by=teammate, expected_close_date=soon)
+    domain.update_deal(needs, by=rep, expected_close_date=today() + datetime.timedelta(days=45))
+    queries = []
+    original = company._open_pipeline
+
+    def spy(*args, **kwargs):
+        queries.append(args[2:] + tuple(kwargs.values()))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(company, "_open_pipeline", spy)
+    recompute.recompute_all_dirty()
+    assert queries == [()]  # one query, by day (the default grain), for every grain
+    incremental = snapshot_rows()
+    weighted = KpiSnapshot.objects.get(
+        kpi="weighted_pipeline",
+        grain="month",
+        period_start=Period.containing("month", soon).start,
+        slice=f"rep:{teammate.pk}",
+    )
+    assert weighted.numerator > 0
+    recompute.recompute_all()
+    assert incremental == snapshot_rows()
