@@ -1379,8 +1379,15 @@ class _Replay:
         self.not_qualified = world.reasons[LostReason.NOT_QUALIFIED].pk
         self.user_ids = {username: user.pk for username, user in world.users.items()}
         self.rows = {model: [] for model, _ in BULK_TABLES}
-        self.history = self.rows[StageHistory].append
         self.changes = self.rows[DealChange].append
+
+    def history(self, row):
+        """A stage-history row (deal, event, from, to, at, ...): the deal keeps its
+        latest moment, as the domain functions do."""
+        self.rows[StageHistory].append(row)
+        at, d = row[4], self.d
+        if d["stage_changed_at"] is None or d["stage_changed_at"] < at:
+            d["stage_changed_at"] = at
 
     def log_changes(self, before, current, fields, at, by):
         """The change-log rows ``domain.changed`` finds (``current``: a dict)."""
@@ -1580,6 +1587,9 @@ class _Replay:
 
     def log_activity(self, at, by, *, kind, outcome="", notes=""):
         self.rows[Activity].append((self.id, kind, at, outcome, notes, by))
+        d = self.d
+        if d["last_activity_at"] is None or d["last_activity_at"] < at:
+            d["last_activity_at"] = at
         self.dirty_days.add(at.date())
 
     def save_closing_document(self, at, by, *, document_type, issue_date, final_value, number=""):

@@ -21,7 +21,7 @@ from decimal import Decimal, InvalidOperation
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F, Max
+from django.db.models import F, Max, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -291,7 +291,13 @@ def current_value_base(deal):
     return deal.estimated_value_base
 
 
+#: The fields a loss writes and a reopening clears.
+OUTCOME_FIELDS = ("status", "lost_at", "lost_reason", "lost_stage", "lost_note")
+
+
 def _history(deal, event, from_stage, to_stage, at, by, entered_at, **extra):
+    """A stage-history row at ``at``: the caller has set ``deal.stage_changed_at`` to it
+    (no history moment precedes the deal's latest event, ``_not_before``)."""
     return StageHistory(
         deal=deal,
         event=event,
@@ -352,6 +358,7 @@ def create_deal(
         first_touch_at=first_touch_at,
         entered_lead_at=at,
         last_event_at=at,
+        stage_changed_at=at,
         stage=Stage.LEAD,
         status=Status.OPEN,
         **details,
@@ -425,8 +432,16 @@ def move_forward(deal, to_stage, *, by, at=None, expected_version=None):
             )
             previous = stage
         deal.stage = target
-        deal.last_event_at = at
-        now = _write(deal, ["stage", "last_event_at", *(stages.stamp_field(s) for s in path)])
+        deal.last_event_at = deal.stage_changed_at = at
+        now = _write(
+            deal,
+            [
+                "stage",
+                "last_event_at",
+                "stage_changed_at",
+                *(stages.stamp_field(s) for s in path),
+            ],
+        )
         StageHistory.objects.bulk_create(
             _history(deal, event, from_stage, to_stage, at, by, now)
             for event, from_stage, to_stage in moves
@@ -447,10 +462,8 @@ def mark_lost(deal, reason, *, by, at=None, note="", expected_version=None):
         deal.lost_reason = reason
         deal.lost_stage = deal.stage
         deal.lost_note = note or ""
-        deal.last_event_at = at
-        now = _write(
-            deal, ["status", "lost_at", "lost_reason", "lost_stage", "lost_note", "last_event_at"]
-        )
+        deal.last_event_at = deal.stage_changed_at = at
+        now = _write(deal, [*OUTCOME_FIELDS, "last_event_at", "stage_changed_at"])
         _history(
             deal,
             StageEvent.LOST,
@@ -498,10 +511,8 @@ def reopen(deal, *, by, at=None, expected_version=None):
         deal.lost_reason = None
         deal.lost_stage = None
         deal.lost_note = ""
-        deal.last_event_at = at
-        now = _write(
-            deal, ["status", "lost_at", "lost_reason", "lost_stage", "lost_note", "last_event_at"]
-        )
+        deal.last_event_at = deal.stage_changed_at = at
+        now = _write(deal, [*OUTCOME_FIELDS, "last_event_at", "stage_changed_at"])
         _history(deal, StageEvent.REOPENED, deal.stage, deal.stage, at, by, now).save()
     return deal
 
@@ -535,9 +546,11 @@ def win(deal, *, by, at=None, expected_version=None):
         document.save(update_fields=["signed_at", "paid_at", "final_value_base"])
         deal.status = Status.WON
         deal.won_at = at
-        deal.last_event_at = at
+        deal.last_event_at = deal.stage_changed_at = at
         deal.current_value_base = document.final_value_base
-        now = _write(deal, ["status", "won_at", "last_event_at", "current_value_base"])
+        now = _write(
+            deal, ["status", "won_at", "last_event_at", "stage_changed_at", "current_value_base"]
+        )
         _history(deal, StageEvent.WON, deal.stage, deal.stage, at, by, now).save()
         DealChange.objects.bulk_create(
             _changes(deal, document, before, [closed_by], by=by, at=at, entered_at=now)
@@ -759,6 +772,12 @@ def log_activity(deal, *, kind, held_at, by, outcome="", notes="", expected_vers
                 Deal.objects.select_for_update().only("version").get(pk=deal.pk), expected_version
             )
         activity.save()
+        # Back-dated activities are allowed: the deal keeps the latest one held.
+        Deal.objects.filter(pk=deal.pk).filter(
+            Q(last_activity_at__isnull=True) | Q(last_activity_at__lt=held_at)
+        ).update(last_activity_at=held_at)
+        if deal.last_activity_at is None or deal.last_activity_at < held_at:
+            deal.last_activity_at = held_at
         mark_deal(deal)
     return activity
 

@@ -313,6 +313,8 @@ class BulkDeals:
         for deal_id, (d, history, offer, rounds, document, changes) in zip(ids, deals, strict=True):
             d["id"] = deal_id
             d["company_id"] = d.pop("company").pk
+            # The latest stage-history moment, as the domain functions keep it.
+            d["stage_changed_at"] = max(h[3] for h in history)
             tables[Deal].append(tuple(d[c] for c in DEAL_COLUMNS))
             tables[StageHistory] += [(deal_id, *h) for h in history]
             tables[NegotiationRound] += [(deal_id, *r) for r in rounds]

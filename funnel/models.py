@@ -350,6 +350,16 @@ class Deal(models.Model):
     # The latest moment of any transition: a new one may not precede it, so stamps stay
     # in order even across a loss and a reopen (which clears ``lost_at``).
     last_event_at = models.DateTimeField(_("last event at"), default=timezone.now)
+    # Kept by every writer of stage history and activities (the domain functions, the
+    # bulk import, the demo loader): the latest stage-history moment and the latest
+    # activity held, so the stalled deals now are counted from the deal rows alone
+    # (kpis.company.open_now) instead of two lookups per open deal.
+    stage_changed_at = models.DateTimeField(
+        _("last stage change"), null=True, blank=True, editable=False
+    )
+    last_activity_at = models.DateTimeField(
+        _("last activity"), null=True, blank=True, editable=False
+    )
 
     # Derived and kept by the domain functions: final value if won, else agreed value,
     # else the latest sent offer's value, else the estimate (domain.md, "Current value").

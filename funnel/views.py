@@ -12,7 +12,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.db.models import Case, Count, F, OuterRef, Q, Subquery, Sum, When, Window
+from django.db.models import Case, Count, F, Q, Sum, When, Window
 from django.db.models.functions import RowNumber
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
@@ -42,14 +42,12 @@ from funnel.forms import (
     visible_owners,
 )
 from funnel.models import (
-    Activity,
     ClosingDocument,
     Company,
     Contact,
     Deal,
     OfferStatus,
     StageEvent,
-    StageHistory,
 )
 from funnel.stages import ORDER, Stage
 from kpis.models import KpiSnapshot, StageSetting
@@ -71,17 +69,10 @@ def _current_stamp():
 
 
 def _with_idle_since(queryset):
-    """Annotate the latest stage change and the latest activity: a deal is idle since
-    the later of the two (the ``stalled_deals`` rule of domain.md)."""
-    last_change = StageHistory.objects.filter(deal=OuterRef("pk")).order_by("-at").values("at")[:1]
-    last_activity = (
-        Activity.objects.filter(deal=OuterRef("pk")).order_by("-held_at").values("held_at")[:1]
-    )
-    return queryset.annotate(
-        stage_entered_at=_current_stamp(),
-        last_change_at=Subquery(last_change),
-        last_activity_at=Subquery(last_activity),
-    )
+    """Annotate when the deal entered its current stage. It is idle since the later of
+    its latest stage change and its latest activity (the ``stalled_deals`` rule of
+    domain.md), both kept on the deal row (``stage_changed_at``, ``last_activity_at``)."""
+    return queryset.annotate(stage_entered_at=_current_stamp())
 
 
 class StallLimits:
@@ -135,7 +126,7 @@ def _decorate(deals, now, limits=None):
     today = timezone.localdate(now)
     for deal in deals:
         deal.days_in_stage = (today - timezone.localdate(deal.stage_entered_at)).days
-        idle_since = max(d for d in (deal.last_change_at, deal.last_activity_at) if d)
+        idle_since = max(d for d in (deal.stage_changed_at, deal.last_activity_at) if d)
         deal.days_idle = (today - timezone.localdate(idle_since)).days
         deal.stall_limit = limits.days(deal.stage, deal.owner.team_id) if limits else None
         deal.is_stalled = (

@@ -16,12 +16,12 @@ from decimal import Decimal
 
 from django.core.exceptions import EmptyResultSet
 from django.db import connection
-from django.db.models import Count, DateField, F, OuterRef, Q, Subquery, Sum
+from django.db.models import Count, DateField, F, Q, Sum
 from django.db.models.functions import Trunc
 
 from accounts.models import Role, Team, User
 from funnel import stages
-from funnel.models import Activity, Deal, StageHistory
+from funnel.models import Deal
 from funnel.stages import Status
 from kpis.families import FAMILIES, SLICE_FIELDS
 from kpis.models import (
@@ -542,23 +542,19 @@ class CompanyKpis:
 
 def open_now(now, limits):
     """{slice: {stage: [open deals, their value, stalled]}} as of ``now`` (stalled by the
-    stall ``limits``): one grouped query per slice type."""
-    last_activity = (
-        Activity.objects.filter(deal=OuterRef("pk")).order_by("-held_at").values("held_at")[:1]
-    )
-    # The latest stage change: a move, a skip or a reopening (not an edit of terms).
-    last_change = StageHistory.objects.filter(deal=OuterRef("pk")).order_by("-at").values("at")[:1]
+    stall ``limits``): one grouped query over the open deals. A deal is stalled when its
+    latest stage change (a move, a skip or a reopening) and its latest activity are both
+    older than its stage's limit; the deal row keeps both moments
+    (``Deal.stage_changed_at``, ``Deal.last_activity_at``)."""
     stalled = Q()
     for stage, days in limits.items():
         if days is None:
             continue
         cutoff = now - datetime.timedelta(days=days)
-        stalled |= Q(stage=stage, _last_change__lt=cutoff) & (
-            Q(_last_activity__isnull=True) | Q(_last_activity__lt=cutoff)
+        stalled |= Q(stage=stage, stage_changed_at__lt=cutoff) & (
+            Q(last_activity_at__isnull=True) | Q(last_activity_at__lt=cutoff)
         )
-    base = Deal.objects.open().annotate(
-        _last_activity=Subquery(last_activity), _last_change=Subquery(last_change)
-    )
+    base = Deal.objects.open()
     per_slice = defaultdict(lambda: defaultdict(lambda: [0, Decimal(0), 0]))
     per_slice["company"]  # always present, even with no open deal
     # One query grouped by every slice column at once (the open deals' stalled test

@@ -103,7 +103,7 @@ def test_days_in_stage_and_idle_are_calendar_days_of_the_organisation(entered, n
     local = timezone.get_current_timezone()
     entered = datetime.datetime(*entered, tzinfo=local)
     deal = SimpleNamespace(
-        stage_entered_at=entered, last_change_at=entered, last_activity_at=None, is_open=True
+        stage_entered_at=entered, stage_changed_at=entered, last_activity_at=None, is_open=True
     )
     _decorate([deal], datetime.datetime(*now, tzinfo=local))
     assert (deal.days_in_stage, deal.days_idle, deal.is_stalled) == (days, days, False)
