@@ -446,17 +446,53 @@ def refresh_ledger_for(periods):
     return refresh_ledger(periods[0].previous().start, periods[-1].end - datetime.timedelta(days=1))
 
 
+#: Up to this many slices of a family, an incremental recompute takes the medians of
+#: those slices only (``Family.slice_medians``: one filtered aggregate each); with more
+#: (a batch of many deals), every slice at once (``Family.rolled_up``).
+SLICE_MEDIANS_MAX = 16
+
+
 def refresh_medians(grain, periods, families=MEDIAN_FAMILIES):
-    """Take the medians of ``families`` for ``periods`` from the deals into the ledger."""
+    """Take the medians of ``families`` for ``periods`` from the deals into the ledger.
+    ``families``: names (every slice), or {name: slice keys} (only those slices: the
+    ones whose day rows changed, kpis.ledger.replace_days)."""
+    slices = None
+    if isinstance(families, dict):
+        slices = {name: set(keys) for name, keys in families.items() if keys}
     families = set(families) & MEDIAN_FAMILIES
     if not periods or not families:
         return
     fresh = Measures()
+    by_slice = slices is not None and connection.vendor == "postgresql"
     for run in adjacent_runs(sorted(set(periods))):
-        part = gather(grain, run[0].start_at, run[-1].end_at, medians_of=families)
+        start_at, end_at = run[0].start_at, run[-1].end_at
+        if by_slice:
+            _slice_medians(grain, start_at, end_at, {f: slices[f] for f in families}, fresh)
+            continue
+        part = gather(grain, start_at, end_at, medians_of=families)
         fresh.medians.update(part.medians)
         fresh.values.update(part.values)
-    ledger.refresh_medians(grain, [p.start for p in periods], families, fresh)
+    ledger.refresh_medians(grain, [p.start for p in periods], families, fresh, slices=slices)
+
+
+def _slice_medians(grain, start_at, end_at, slices, fresh):
+    """Add to ``fresh`` the medians of each family's ``slices`` over the range."""
+    members = team_members_of_all()
+    for name, keys in slices.items():
+        family = FAMILIES[name]
+        if len(keys) <= SLICE_MEDIANS_MAX:
+            rows = family.slice_medians(grain, start_at, end_at, keys, members)
+        else:
+            rows = (
+                (bucket, key, medians)
+                for bucket, key, _, _, medians in family.rolled_up(
+                    grain, start_at, end_at, None, members
+                )
+            )
+        for bucket, key, medians in rows:
+            for measure, value in medians.items():
+                if value is not None:
+                    fresh.medians[(bucket, key, "")][(name, measure)] = number(value)
 
 
 def store(grain, periods, now=None, medians_of=MEDIAN_FAMILIES, days_fresh=False):

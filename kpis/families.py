@@ -395,13 +395,49 @@ class Family:
                     key = f"{ROLLUP_SLICES[kept[0]]}:{value}"
                 sums = dict(zip(measure_names, rest[: len(measure_names)], strict=True))
                 meds = dict(zip(median_names, rest[len(measure_names) :], strict=True))
-                bucket = row[0]
-                if isinstance(bucket, datetime.datetime):
-                    # The truncated local timestamp (Django converts it in Python).
-                    if bucket.tzinfo is not None:
-                        bucket = bucket.astimezone(tz())
-                    bucket = bucket.date()
-                yield bucket, key, breakdown, sums, meds
+                yield local_bucket(row[0]), key, breakdown, sums, meds
+
+    def slice_medians(self, grain, start_at, end_at, slices, members=None):
+        """PostgreSQL: the medians of the rows of ``slices`` (slice keys) only, by period
+        bucket, in one scan: each slice's median an aggregate over its own rows
+        (``FILTER``). ``rolled_up`` sorts every row once per slice type instead, which a
+        change of one deal (six slices) does not need. Yields (bucket, slice key,
+        {median measure: value})."""
+        if not self.medians or not slices:
+            return
+        qs = self.in_range(start_at, end_at).annotate(
+            _bucket=self.bucket(grain),
+            **{f"_s_{t}": F(self.deal_prefix + path) for t, path in ROLLUP_FIELDS.items() if path},
+            _s_team=team_of(self.deal_prefix + "owner_id", members),
+        )
+        medians = {f"_d_{n}": e for n, e in self.medians.items()}
+        columns = ["_bucket", *(f"_s_{t}" for t in ROLLUP_FIELDS), *medians]
+        try:
+            inner, params = (
+                qs.annotate(**medians).order_by().values(*columns).query.sql_with_params()
+            )
+        except EmptyResultSet:  # no row can be in the range (``Family.in_range``)
+            return
+        slices = sorted(slices)
+        select, select_params = [], []
+        for key in slices:
+            condition, value = "", []
+            if key != "company":
+                slice_type, raw = key.split(":", 1)
+                condition = f' FILTER (WHERE "_s_{slice_type}" = %s)'
+                value = [raw if slice_type in ("segment", "industry") else int(raw)]
+            for name in medians:
+                select.append(f'percentile_cont(0.5) WITHIN GROUP (ORDER BY "{name}"){condition}')
+                select_params += value
+        sql = f'SELECT "_bucket", {", ".join(select)} FROM ({inner}) AS family GROUP BY "_bucket"'
+        names = list(self.medians)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, (*select_params, *params))
+            for bucket, *values in cursor:
+                bucket = local_bucket(bucket)
+                for i, key in enumerate(slices):
+                    part = values[i * len(names) : (i + 1) * len(names)]
+                    yield bucket, key, dict(zip(names, part, strict=True))
 
     def median_values(self, grain, start_at, end_at):
         """Each row's value of each median measure, with its bucket and slice columns."""
@@ -410,6 +446,16 @@ class Family:
         qs, columns = self._grouped(grain, start_at, end_at)
         qs = qs.annotate(**{f"_m_{name}": expr for name, expr in self.medians.items()})
         return qs.order_by().values(*columns, *(f"_m_{name}" for name in self.medians))
+
+
+def local_bucket(bucket):
+    """A period bucket read from the database as a local date."""
+    if isinstance(bucket, datetime.datetime):
+        # The truncated local timestamp (Django converts it in Python).
+        if bucket.tzinfo is not None:
+            bucket = bucket.astimezone(tz())
+        bucket = bucket.date()
+    return bucket
 
 
 #: The slices a PostgreSQL roll-up groups by (``Family.rolled_up``); the team is the

@@ -183,7 +183,7 @@ def _new_row(grain, key, sums=None, medians=None):
 def replace_days(days, measures):
     """Store the day measures of ``days`` from ``measures`` (gathered at day grain from
     the deals) and add each day's change to the larger periods containing it. Returns
-    {day: families whose sums or medians changed}."""
+    {day: {family whose sums or medians changed: the slices where they did}}."""
     days = sorted(set(days))
     wanted = set(days)
     new = {}
@@ -195,7 +195,7 @@ def replace_days(days, measures):
     for key, family, measure, value in measures.median_items():
         if key[0] in wanted:
             new.setdefault(key, [{}, {}])[1][f"{family}.{measure}"] = str(value)
-    changed = defaultdict(set)
+    changed = defaultdict(lambda: defaultdict(set))
     with transaction.atomic():
         _take()
         old = {
@@ -218,7 +218,8 @@ def replace_days(days, measures):
                 continue
             if diff:
                 delta[key] = diff
-            changed[key[0]].update(diff, _median_families(moved))
+            for family in {*diff, *_median_families(moved)}:
+                changed[key[0]][family].add(key[1])
             if pk is not None:
                 gone.append(pk)
             if key in new:
@@ -228,7 +229,7 @@ def replace_days(days, measures):
         PeriodMeasures.objects.bulk_create(created, batch_size=2000)
         for grain in LARGER:
             _add(grain, delta)
-    return changed
+    return {day: dict(families) for day, families in changed.items()}
 
 
 def _add(grain, delta):
@@ -265,19 +266,26 @@ def _add(grain, delta):
     PeriodMeasures.objects.bulk_create(created, batch_size=2000)
 
 
-def refresh_medians(grain, starts, families, measures):
+def refresh_medians(grain, starts, families, measures, slices=None):
     """Replace the medians of ``families`` in the ``grain`` periods starting at
-    ``starts`` with those of ``measures`` (taken from the deals)."""
+    ``starts`` with those of ``measures`` (taken from the deals); with ``slices``
+    ({family: slice keys}), only in those slices (the others are kept as stored)."""
     starts = sorted(set(starts))
     if not starts or not families:
         return
+
+    def replaced(family, slice_):
+        return family in families and (slices is None or slice_ in slices.get(family, ()))
+
     fresh = defaultdict(dict)
     for key, family, measure, value in measures.median_items():
-        if key[0] in starts and family in families:
+        if key[0] in starts and replaced(family, key[1]):
             fresh[key][f"{family}.{measure}"] = str(value)
     with transaction.atomic():
         _take()
         rows = PeriodMeasures.objects.filter(grain=grain, period_start__in=starts, breakdown="")
+        if slices is not None:
+            rows = rows.filter(slice__in=sorted(set().union(*slices.values())))
         existing = {(r.period_start, r.slice, r.breakdown): r for r in rows}
         updated, created, gone = [], [], []
         for key in set(existing) | set(fresh):
@@ -287,7 +295,7 @@ def refresh_medians(grain, starts, families, measures):
                 kept = {
                     name: v
                     for name, v in row.medians.items()
-                    if name.split(".", 1)[0] not in families
+                    if not replaced(name.split(".", 1)[0], key[1])
                 }
             medians = {**kept, **fresh.get(key, {})}
             if row is None:

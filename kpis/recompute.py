@@ -5,6 +5,7 @@ The Celery tasks (kpis/tasks.py) and the ``recompute_kpis`` command call these.
 
 import datetime
 import logging
+from collections import defaultdict
 
 from django.db import transaction
 from django.db.models import Max, Min
@@ -231,10 +232,15 @@ def recompute_days(days):
         # ranges whose measures changed (one the ledger had wrong): its change was
         # added to them too.
         touched = set(days) | set(changed)
-        families = set().union(*changed.values())
+        # The medians of the larger periods are taken again for the families and
+        # slices whose day rows changed: those of the changed deals alone.
+        medians_of = defaultdict(set)
+        for families in changed.values():
+            for family, slices in families.items():
+                medians_of[family] |= slices
         for grain, periods in periods_for_days(touched).items():
             if grain != Grain.DAY:
-                total += store(grain, periods, medians_of=families, days_fresh=True)
+                total += store(grain, periods, medians_of=dict(medians_of), days_fresh=True)
         if not refreshed:
             # New hourly inputs (stage probabilities, trailing win rates) move the
             # weighted pipeline and coverage of every period, not only of the days

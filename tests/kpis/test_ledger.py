@@ -244,3 +244,74 @@ def test_the_owner_counts_come_from_the_deals_while_another_worker_holds_earlier
     assert not PeriodMeasures.objects.filter(
         grain=Grain.DAY, period_start=held, slice=f"rep:{teammate.pk}"
     ).exists()
+
+
+def _year_medians(year, slice_):
+    row = PeriodMeasures.objects.filter(
+        grain=Grain.YEAR, period_start=year.start, slice=slice_, breakdown=""
+    ).first()
+    return {} if row is None else row.medians
+
+
+def _days_in_one_year():
+    """How many days ago a nine-day stretch inside one calendar year starts (in early
+    January, one in December)."""
+    day_of_year = today().timetuple().tm_yday
+    return 9 if day_of_year > 10 else day_of_year + 20
+
+
+def test_a_recompute_takes_again_the_larger_medians_of_the_changed_slices_only(
+    rep, teammate, outsider
+):
+    """The year's median stays of the slices a change touched are taken again; another
+    rep's are left as stored (here made wrong on purpose, to show they are not read)."""
+    start = _days_in_one_year()
+    year = Period.containing(Grain.YEAR, local_date(days_ago(start)))
+    deal_in_stage(rep, Stage.NEEDS, start_days_ago=start)
+    deal_in_stage(teammate, Stage.NEEDS, start_days_ago=start - 2)
+    deal_in_stage(outsider, Stage.NEEDS, start_days_ago=start - 1)
+    recompute.recompute_all()
+    name = "stay_lead.days"
+    row = PeriodMeasures.objects.get(
+        grain=Grain.YEAR, period_start=year.start, slice=f"rep:{outsider.pk}", breakdown=""
+    )
+    row.medians[name] = "99"
+    row.save(update_fields=["medians"])
+    # The rep's second lead qualifies after three days: the company's median stay in
+    # lead of (1, 1, 1, 3) days is 1; the rep's of (1, 3) is 2; the team's is 1.
+    deal = make_deal(rep, at=days_ago(start - 5))
+    domain.move_forward(deal, Stage.QUALIFICATION, by=rep, at=days_ago(start - 8))
+    recompute.recompute_all_dirty()
+    assert Decimal(_year_medians(year, "company")[name]) == 1
+    assert Decimal(_year_medians(year, f"rep:{rep.pk}")[name]) == 2
+    assert Decimal(_year_medians(year, f"team:{rep.team_id}")[name]) == 1
+    assert _year_medians(year, f"rep:{outsider.pk}")[name] == "99"
+    assert Decimal(_year_medians(year, f"rep:{teammate.pk}")[name]) == 1
+
+
+def test_the_medians_of_a_few_slices_equal_those_of_every_slice(
+    on_postgres, rep, teammate, outsider
+):
+    """``Family.slice_medians`` (one filtered aggregate per slice) reads what
+    ``Family.rolled_up`` (every slice, by grouping sets) reads, period by period."""
+    for owner, start in ((rep, 40), (rep, 33), (teammate, 50), (outsider, 20)):
+        deal_in_stage(owner, Stage.NEGOTIATION, start_days_ago=start)
+    family = compute.FAMILIES["stay_lead"]
+    first, end = (
+        Period.containing(Grain.MONTH, days_ago(60)),
+        Period.containing(Grain.MONTH, today()),
+    )
+    everything = {
+        (bucket, key): medians
+        for bucket, key, _, _, medians in family.rolled_up(Grain.MONTH, first.start_at, end.end_at)
+    }
+    keys = {"company", f"rep:{rep.pk}", f"team:{outsider.team_id}"}
+    few = {
+        (bucket, key): medians
+        for bucket, key, medians in family.slice_medians(
+            Grain.MONTH, first.start_at, end.end_at, keys
+        )
+        if medians["days"] is not None
+    }
+    assert few == {k: v for k, v in everything.items() if k[1] in keys}
+    assert len(few) >= 4
