@@ -412,36 +412,49 @@ class CustomerTimeline:
             bisect.bisect_left(self.second_win, day),
         )
 
-    #: Up to this many pairs, ``lost_between`` compares the sets of companies active at
-    #: each boundary (an incremental recompute asks about a few); above, one pass over
-    #: every company's intervals answers all pairs (a full recompute asks about every
-    #: day).
+    #: Up to this many pairs, ``lost_between`` counts each pair from the intervals that
+    #: end between its two boundaries (an incremental recompute asks about a few);
+    #: above, one pass over every company's intervals answers all pairs (a full
+    #: recompute asks about every day).
     FEW_PAIRS = 16
 
     @functools.cached_property
     def _by_end(self):
-        """(ends, [(start, company)]) of every interval, sorted by end."""
-        spans = sorted((b, a, c) for c, ivs in self.intervals.items() for a, b in ivs)
-        return [b for b, _, _ in spans], [(a, c) for _, a, c in spans]
-
-    @functools.cached_property
-    def _active_sets(self):
-        return {}
+        """(ends, [(start, company, position in the company's intervals)]) of every
+        interval, sorted by end."""
+        spans = sorted(
+            (b, a, c, i) for c, ivs in self.intervals.items() for i, (a, b) in enumerate(ivs)
+        )
+        return [b for b, _, _, _ in spans], [(a, c, i) for _, a, c, i in spans]
 
     def active_at(self, day):
-        """The companies active at ``day`` (memoised): the intervals ending on or after
-        it (a suffix of the intervals sorted by end) that start on or before it."""
-        if day not in self._active_sets:
-            ends, spans = self._by_end
-            i = bisect.bisect_left(ends, day)
-            self._active_sets[day] = {c for a, c in spans[i:] if a <= day}
-        return self._active_sets[day]
+        """The companies active at ``day``: the intervals ending on or after it that
+        start on or before it."""
+        ends, spans = self._by_end
+        i = bisect.bisect_left(ends, day)
+        return {c for a, c, _ in spans[i:] if a <= day}
+
+    def _lost(self, x, y):
+        """How many companies active at ``x`` are not active at ``y`` (x < y). A company
+        active at x is so through one interval (they are disjoint); if that one ends on
+        or after y, it is active at y. So only the intervals ending in [x, y) can count,
+        and each does unless one of the company's later intervals holds y."""
+        ends, spans = self._by_end
+        lost = 0
+        for k in range(bisect.bisect_left(ends, x), bisect.bisect_left(ends, y)):
+            a, company, i = spans[k]
+            if a > x:
+                continue
+            later = self.intervals[company][i + 1 :]
+            if not any(p <= y <= q for p, q in later):
+                lost += 1
+        return lost
 
     def lost_between(self, pairs):
         """For each (X, Y) with X < Y, both ascending: how many companies active at X are
         not active at Y."""
         if len(pairs) <= self.FEW_PAIRS:
-            return [len(self.active_at(x) - self.active_at(y)) for x, y in pairs]
+            return [self._lost(x, y) for x, y in pairs]
         xs = [x for x, _ in pairs]
         ys = [y for _, y in pairs]
         diff = [0] * (len(pairs) + 1)
