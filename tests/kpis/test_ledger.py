@@ -6,6 +6,7 @@ import datetime
 from collections import defaultdict
 from decimal import Decimal
 
+import pytest
 from django.utils import timezone
 
 from funnel import domain
@@ -289,6 +290,7 @@ def test_a_recompute_takes_again_the_larger_medians_of_the_changed_slices_only(
     assert Decimal(_year_medians(year, f"rep:{teammate.pk}")[name]) == 1
 
 
+@pytest.mark.postgres
 def test_the_medians_of_a_few_slices_equal_those_of_every_slice(
     on_postgres, rep, teammate, outsider
 ):
