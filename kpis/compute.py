@@ -458,7 +458,7 @@ def refresh_medians(grain, periods, families=MEDIAN_FAMILIES):
     ones whose day rows changed, kpis.ledger.replace_days)."""
     slices = None
     if isinstance(families, dict):
-        slices = {name: set(keys) for name, keys in families.items() if keys}
+        slices = {name: set(keys) for name, keys in families.items() if name in MEDIAN_FAMILIES}
     families = set(families) & MEDIAN_FAMILIES
     if not periods or not families:
         return
@@ -467,7 +467,7 @@ def refresh_medians(grain, periods, families=MEDIAN_FAMILIES):
     for run in adjacent_runs(sorted(set(periods))):
         start_at, end_at = run[0].start_at, run[-1].end_at
         if by_slice:
-            _slice_medians(grain, start_at, end_at, {f: slices[f] for f in families}, fresh)
+            _slice_medians(grain, start_at, end_at, slices, fresh)
             continue
         part = gather(grain, start_at, end_at, medians_of=families)
         fresh.medians.update(part.medians)

@@ -338,17 +338,22 @@ class Family:
         qs, columns = self._grouped(grain, start_at, end_at, breakdown_type)
         return qs.order_by().values(*columns).annotate(**self.measures)
 
-    def rolled_up(self, grain, start_at, end_at, breakdown_type=None, members=None):
-        """PostgreSQL: one query rolling the measures up into every slice at once
-        (``GROUPING SETS``), medians included (``percentile_cont``); ``members``: the
-        users' teams (``team_members_of_all``), read once for a whole gather. Yields
-        (bucket, slice key, breakdown value, {measure: value}, {median measure: value})."""
+    def _sliced(self, grain, start_at, end_at, members):
+        """The rows of the range with their period bucket and one column per slice type
+        (``ROLLUP_FIELDS``, the team by ``team_of``), and those columns' names."""
         qs = self.in_range(start_at, end_at).annotate(
             _bucket=self.bucket(grain),
             **{f"_s_{t}": F(self.deal_prefix + path) for t, path in ROLLUP_FIELDS.items() if path},
             _s_team=team_of(self.deal_prefix + "owner_id", members),
         )
-        columns = ["_bucket", *(f"_s_{t}" for t in ROLLUP_FIELDS)]
+        return qs, ["_bucket", *(f"_s_{t}" for t in ROLLUP_FIELDS)]
+
+    def rolled_up(self, grain, start_at, end_at, breakdown_type=None, members=None):
+        """PostgreSQL: one query rolling the measures up into every slice at once
+        (``GROUPING SETS``), medians included (``percentile_cont``); ``members``: the
+        users' teams (``team_members_of_all``), read once for a whole gather. Yields
+        (bucket, slice key, breakdown value, {measure: value}, {median measure: value})."""
+        qs, columns = self._sliced(grain, start_at, end_at, members)
         if breakdown_type:
             qs = group_by(qs, "_breakdown", self.breakdown_field(breakdown_type))
             columns.append("_breakdown")
@@ -405,17 +410,11 @@ class Family:
         {median measure: value})."""
         if not self.medians or not slices:
             return
-        qs = self.in_range(start_at, end_at).annotate(
-            _bucket=self.bucket(grain),
-            **{f"_s_{t}": F(self.deal_prefix + path) for t, path in ROLLUP_FIELDS.items() if path},
-            _s_team=team_of(self.deal_prefix + "owner_id", members),
-        )
+        qs, columns = self._sliced(grain, start_at, end_at, members)
         medians = {f"_d_{n}": e for n, e in self.medians.items()}
-        columns = ["_bucket", *(f"_s_{t}" for t in ROLLUP_FIELDS), *medians]
+        qs = qs.annotate(**medians).order_by().values(*columns, *medians)
         try:
-            inner, params = (
-                qs.annotate(**medians).order_by().values(*columns).query.sql_with_params()
-            )
+            inner, params = qs.query.sql_with_params()
         except EmptyResultSet:  # no row can be in the range (``Family.in_range``)
             return
         slices = sorted(slices)

@@ -427,13 +427,6 @@ class CustomerTimeline:
         )
         return [b for b, _, _, _ in spans], [(a, c, i) for _, a, c, i in spans]
 
-    def active_at(self, day):
-        """The companies active at ``day``: the intervals ending on or after it that
-        start on or before it."""
-        ends, spans = self._by_end
-        i = bisect.bisect_left(ends, day)
-        return {c for a, c, _ in spans[i:] if a <= day}
-
     def _lost(self, x, y):
         """How many companies active at ``x`` are not active at ``y`` (x < y). A company
         active at x is so through one interval (they are disjoint); if that one ends on

@@ -261,11 +261,17 @@ def _days_in_one_year():
     return 9 if day_of_year > 10 else day_of_year + 20
 
 
+@pytest.mark.parametrize(
+    "most", [compute.SLICE_MEDIANS_MAX, 0], ids=["filtered per slice", "every slice at once"]
+)
 def test_a_recompute_takes_again_the_larger_medians_of_the_changed_slices_only(
-    rep, teammate, outsider
+    rep, teammate, outsider, most, monkeypatch
 ):
     """The year's median stays of the slices a change touched are taken again; another
-    rep's are left as stored (here made wrong on purpose, to show they are not read)."""
+    rep's are left as stored (here made wrong on purpose, to show they are not read),
+    whether the medians were taken for those slices alone (up to
+    ``SLICE_MEDIANS_MAX``) or for every slice (above it)."""
+    monkeypatch.setattr(compute, "SLICE_MEDIANS_MAX", most)
     start = _days_in_one_year()
     year = Period.containing(Grain.YEAR, local_date(days_ago(start)))
     deal_in_stage(rep, Stage.NEEDS, start_days_ago=start)

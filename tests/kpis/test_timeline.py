@@ -58,7 +58,8 @@ def test_lost_between_with_one_company_active_only_at_the_start(few_pairs):
     line = timeline([[(DAY0, DAY0 + datetime.timedelta(days=9))], [(DAY0, DAY0)]], few_pairs)
     x, y = DAY0, DAY0 + datetime.timedelta(days=10)
     assert line.lost_between([(x, y), (DAY0 + datetime.timedelta(days=5), y)]) == [2, 1]
-    assert line.active_at(DAY0 + datetime.timedelta(days=5)) == {0}
+    # The second company's only day active is DAY0.
+    assert line.lost_between([(DAY0, DAY0 + datetime.timedelta(days=1))]) == [1]
 
 
 @pytest.mark.django_db
