@@ -9,8 +9,6 @@ import re
 from decimal import Decimal
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 from django.urls import reverse
 from django.utils import formats, timezone, translation
 
@@ -28,6 +26,7 @@ from funnel.models import (
 from funnel.stages import Stage
 from tests.factories import days_ago, deal_in_stage, lost_reason, make_deal
 from tests.funnel.test_admin import admin_url, browser_data
+from tests.migrating import migrating
 
 pytestmark = pytest.mark.django_db
 
@@ -332,10 +331,8 @@ def test_domain_functions_take_no_entered_at(rep):
 @pytest.mark.django_db(transaction=True)
 def test_the_migration_backfills_entered_at_with_the_business_moment(seeded_rows):
     before, after = ("funnel", "0003_kpi_range_indexes"), ("funnel", "0004_entered_at")
-    executor = MigrationExecutor(connection)
-    executor.migrate([before])
-    try:
-        old = executor.loader.project_state([before]).apps
+    with migrating(before, after) as step:
+        old = step.old
         user = old.get_model("accounts", "User").objects.create(username="old.rep")
         company = old.get_model("funnel", "Company").objects.create(name="Old Co")
         moment = datetime.datetime(2025, 3, 3, 9, 30, tzinfo=datetime.UTC)
@@ -359,10 +356,7 @@ def test_the_migration_backfills_entered_at_with_the_business_moment(seeded_rows
             by=user,
         )
 
-        executor = MigrationExecutor(connection)
-        executor.migrate([after])
-
-        new = executor.loader.project_state([after]).apps
+        new = step.forward()
         assert list(
             new.get_model("funnel", "StageHistory").objects.values_list("at", "entered_at")
         ) == [(moment, moment)]
@@ -371,9 +365,6 @@ def test_the_migration_backfills_entered_at_with_the_business_moment(seeded_rows
         ) == [(moment + datetime.timedelta(days=1), moment + datetime.timedelta(days=1))]
         field = new.get_model("funnel", "DealChange")._meta.get_field("entered_at")
         assert (field.null, field.editable) == (False, False)
-    finally:
-        executor = MigrationExecutor(connection)
-        executor.migrate(executor.loader.graph.leaf_nodes())
 
 
 # The admin -----------------------------------------------------------------------------

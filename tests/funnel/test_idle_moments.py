@@ -8,14 +8,13 @@ column); the migration fills them for existing deals."""
 import datetime
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 from django.db.models import Max
 
 from funnel import domain
 from funnel.models import Activity, ActivityKind, Deal, StageHistory
 from funnel.stages import Stage
 from tests.factories import days_ago, lost_reason, make_deal, won_deal
+from tests.migrating import migrating
 
 pytestmark = pytest.mark.django_db
 
@@ -77,10 +76,8 @@ def test_a_disqualified_lead_and_a_won_deal_keep_their_latest_moments(rep):
 def test_the_migration_fills_both_moments_from_the_rows(seeded_rows):
     before = ("funnel", "0004_entered_at")
     after = ("funnel", "0005_deal_stage_changed_last_activity")
-    executor = MigrationExecutor(connection)
-    executor.migrate([before])
-    try:
-        old = executor.loader.project_state([before]).apps
+    with migrating(before, after) as step:
+        old = step.old
         user = old.get_model("accounts", "User").objects.create(username="old.rep")
         company = old.get_model("funnel", "Company").objects.create(name="Old Co")
         moment = datetime.datetime(2025, 3, 3, 9, 30, tzinfo=datetime.UTC)
@@ -111,10 +108,7 @@ def test_the_migration_fills_both_moments_from_the_rows(seeded_rows):
         for held in (3, 1):
             Act.objects.create(deal=deals[0], kind="call", held_at=moment + held * day, by=user)
 
-        executor = MigrationExecutor(connection)
-        executor.migrate([after])
-
-        new = executor.loader.project_state([after]).apps
+        new = step.forward()
         assert list(
             new.get_model("funnel", "Deal")
             .objects.order_by("title")
@@ -123,6 +117,3 @@ def test_the_migration_fills_both_moments_from_the_rows(seeded_rows):
             ("with history only", moment, None),
             ("with rows", moment + 2 * day, moment + 3 * day),
         ]
-    finally:
-        executor = MigrationExecutor(connection)
-        executor.migrate(executor.loader.graph.leaf_nodes())
