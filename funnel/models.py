@@ -397,6 +397,15 @@ class Deal(models.Model):
             models.Index(fields=["entered_closing_at"], name="deal_entered_closing"),
             models.Index(fields=["won_at"], name="deal_won_at"),
             models.Index(fields=["lost_at"], name="deal_lost_at"),
+            # The customer timeline (kpis/timeline.py) reads every won deal's company,
+            # day and value, and checks them unchanged, off this index alone on
+            # PostgreSQL (other databases ignore ``include``).
+            models.Index(
+                fields=["company", "won_at"],
+                include=["current_value_base"],
+                condition=Q(status=Status.WON),
+                name="deal_won_company",
+            ),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(stage__in=Stage.values), name="deal_stage_valid"),

@@ -34,7 +34,7 @@ from kpis.models import (
 )
 from kpis.periods import Grain, Period, hour_of, local_midnight, tz
 from kpis.spend import sales_cost_by_period
-from kpis.timeline import CustomerTimeline, OwnerTimeline, year_before_day
+from kpis.timeline import OwnerTimeline, customer_timeline, year_before_day
 
 MIN_CLOSED = 20
 HUNDRED = Decimal(100)
@@ -263,7 +263,7 @@ class CompanyKpis:
 
     def compute(self):
         self.timeline = shared("owner_timeline", OwnerTimeline)
-        self.customers = shared("customer_timeline", CustomerTimeline)
+        self.customers = shared("customer_timeline", customer_timeline)
         ends = [p.end for p in self.periods]
         self.churned = dict(
             zip(
@@ -660,14 +660,25 @@ def store_inputs(now):
 def use_hour_inputs(now, fresh=False):
     """Inside ``sharing()``: make the company KPIs use the inputs stored for ``now``'s
     hour (taken and stored now if there are none, or with ``fresh``). Returns whether
-    every period's pipeline KPIs were already refreshed with them."""
+    they were taken now."""
     row = None if fresh else HourlyInputs.objects.filter(hour=hour_of(now)).first()
-    if row is None:
-        inputs, refreshed = store_inputs(now), False
-    else:
-        inputs, refreshed = _decode_inputs(row.data), row.pipeline_refreshed
-    preset("inputs", inputs)
-    return refreshed
+    preset("inputs", store_inputs(now) if row is None else _decode_inputs(row.data))
+    return row is None
+
+
+def use_latest_inputs(now):
+    """Inside ``sharing()``: make the company KPIs use the latest inputs stored up to
+    ``now``'s hour: this hour's, or an earlier hour's until ``refresh_hour`` has taken
+    this hour's (after the dirty days, so that a transition's snapshots do not wait for
+    a year of deals to be scanned). Taken and stored now when none are stored."""
+    row = HourlyInputs.objects.filter(hour__lte=hour_of(now)).order_by("-hour").first()
+    preset("inputs", store_inputs(now) if row is None else _decode_inputs(row.data))
+
+
+def hour_pending(now):
+    """Whether ``now``'s hour still waits for its inputs or for every period's
+    pipeline KPIs to be refreshed with them."""
+    return not HourlyInputs.objects.filter(hour=hour_of(now), pipeline_refreshed=True).exists()
 
 
 def pipeline_refreshed(now):

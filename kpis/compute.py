@@ -15,7 +15,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import User
-from kpis import company, ledger
+from kpis import company, dirty, ledger
 from kpis.definitions import KPIS
 from kpis.families import FAMILIES, team_members_of_all
 from kpis.models import KpiSnapshot
@@ -384,25 +384,6 @@ def replace(stored, rows):
     return len(rows)
 
 
-#: Days to recompute that lie closer than this are gathered as one range: a few more
-#: days in one query cost less than another query per family.
-DAY_GAP = 31
-
-
-def day_runs(periods):
-    """Sorted day periods grouped into ranges (gaps under ``DAY_GAP`` filled)."""
-    runs = []
-    for period in periods:
-        if runs and (period.start - runs[-1][-1].start).days < DAY_GAP:
-            last = runs[-1][-1]
-            while last.start < period.start:
-                last = last.following()
-                runs[-1].append(last)
-        else:
-            runs.append([period])
-    return runs
-
-
 def adjacent_runs(periods):
     """Sorted periods grouped into runs of adjacent periods."""
     runs = []
@@ -419,9 +400,20 @@ def store_days(periods, now=None):
     (through the ledger) the sums of every larger period containing them. Returns
     (rows written, {day: families whose measures changed})."""
     total, changed, gathered = 0, {}, []
-    for run in day_runs(sorted(set(periods))):
-        # One day more at the front: growth compares with the previous day.
-        measures = gather(Grain.DAY, run[0].previous().start_at, run[-1].end_at)
+    # Runs of adjacent days, each gathered in one query per family: a query's cost
+    # follows the rows it reads (at 1M deals, 0.1 s for a day without events, 0.3 s
+    # more for each busy day), so days in between are not filled in.
+    runs = adjacent_runs(sorted(set(periods)))
+    built = ledger.is_built()
+    for run in runs:
+        # Growth compares with the day before the run: read from the ledger, unless it
+        # may be stale there (marked dirty, or no ledger yet), then gathered with it.
+        before = run[0].previous()
+        if built and not dirty.is_marked(before.start):
+            measures = gather(Grain.DAY, run[0].start_at, run[-1].end_at)
+            ledger.load(Grain.DAY, [before.start], measures)
+        else:
+            measures = gather(Grain.DAY, before.start_at, run[-1].end_at)
         changed.update(ledger.replace_days([p.start for p in run], measures))
         gathered.append((run, measures))
     # Every day's ledger rows are replaced before any snapshot is computed: the owner

@@ -227,6 +227,11 @@ def claim(limit):
     return [(day, generation) for _, day, generation in rows]
 
 
+def is_marked(day):
+    """Whether ``day`` is marked dirty (claimed or not)."""
+    return DirtyDay.objects.filter(day=day).exists()
+
+
 def held_elsewhere(before, mine):
     """Whether another worker holds (under an unexpired lease) a mark of a day before
     ``before`` other than the days ``mine``: its rows in the ledger may not be

@@ -187,19 +187,28 @@ class any_within:
 
 
 class has_row_within:
-    """A ``Family.narrow`` for a deal keyed by the first of its rows of ``model``: it has
-    such a row in the range."""
+    """A ``Family.narrow`` for a deal keyed by the first of its rows of ``model``: its
+    first such row falls in the range, that is, it has one in the range and none
+    before. (A deal with rows before the range is left out by index lookups here,
+    instead of by deriving its first moment: at 1M deals, two days' activities belong
+    to 10,000 deals, 400 of them first ones.)"""
 
     def __init__(self, model, path, **conditions):
         self.model, self.path, self.conditions = model, path, conditions
 
+    def _rows(self, start_at, end_at):
+        earlier = self.model.objects.filter(
+            deal_id=OuterRef("deal_id"), **{f"{self.path}__lt": start_at}, **self.conditions
+        )
+        return self.model.objects.filter(
+            within(self.path, start_at, end_at), ~Exists(earlier), **self.conditions
+        )
+
     def __call__(self, start_at, end_at):
-        rows = self.model.objects.filter(within(self.path, start_at, end_at), **self.conditions)
-        return Q(pk__in=rows.values("deal_id"))
+        return Q(pk__in=self._rows(start_at, end_at).values("deal_id"))
 
     def ids(self, model, start_at, end_at):
-        rows = self.model.objects.filter(within(self.path, start_at, end_at), **self.conditions)
-        return _listed([rows.values_list("deal_id", flat=True).distinct()])
+        return _listed([self._rows(start_at, end_at).values_list("deal_id", flat=True).distinct()])
 
     def sources(self, family):
         return [Source(self.model, self.path, tuple(self.conditions.items()))]

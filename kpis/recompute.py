@@ -23,7 +23,7 @@ from kpis.compute import (
 )
 from kpis.models import RecomputeJob, Target
 from kpis.periods import GRAINS, Grain, Period, local_date, periods_between, today
-from kpis.timeline import LedgerOwners
+from kpis.timeline import LedgerOwners, customer_timeline
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,7 @@ def recompute_all(grains=GRAINS):
     now = timezone.now()
     with company.sharing():
         company.use_hour_inputs(now, fresh=True)
+        company.preset("customer_timeline", customer_timeline(fresh=True))
         if Grain.DAY in grains:
             total += store_days(periods_of_span(Grain.DAY, span))[0]
         else:
@@ -165,6 +166,7 @@ def recompute_part(job_id, index, grain, first, last):
     changed = {}
     with company.sharing():
         company.use_hour_inputs(timezone.now())
+        company.preset("customer_timeline", customer_timeline(fresh=True))
         if Grain(grain) == Grain.DAY:
             changed = store_days(periods)[1]
         else:
@@ -214,7 +216,7 @@ def recompute_days(days):
     with company.sharing():
         if not ledger.is_built():
             build_ledger()
-        refreshed = company.use_hour_inputs(now)
+        company.use_latest_inputs(now)
         # The owner counts at the few boundaries asked, from the ledger (read once the
         # days' rows are replaced, below), instead of every deal scanned six times;
         # from the deals while another worker holds earlier days (their ledger rows
@@ -241,14 +243,24 @@ def recompute_days(days):
         for grain, periods in periods_for_days(touched).items():
             if grain != Grain.DAY:
                 total += store(grain, periods, medians_of=dict(medians_of), days_fresh=True)
-        if not refreshed:
-            # New hourly inputs (stage probabilities, trailing win rates) move the
-            # weighted pipeline and coverage of every period, not only of the days
-            # marked: once an hour. A deal's own change marks its expected close date.
-            span = data_span()
-            for grain in GRAINS:
-                total += refresh_pipeline(grain, periods_of_span(grain, span))
-            company.pipeline_refreshed(now)
+    return total
+
+
+def refresh_hour(now=None):
+    """Take ``now``'s hour's inputs (stage probabilities, trailing win rates, stall
+    limits) unless taken, and refresh with them what they move beyond the days marked:
+    the weighted pipeline and coverage of every period, and today's stalled deals
+    (today is marked). Once an hour, by the sweep, after the dirty days."""
+    now = now or timezone.now()
+    total = 0
+    with company.sharing():
+        taken = company.use_hour_inputs(now)
+        span = data_span()
+        for grain in GRAINS:
+            total += refresh_pipeline(grain, periods_of_span(grain, span))
+        company.pipeline_refreshed(now)
+    if taken:
+        dirty.mark_days([today()])
     return total
 
 
@@ -264,11 +276,18 @@ def recompute_dirty(limit=DIRTY_BATCH):
 
 
 def recompute_all_dirty():
-    """The sweep (every minute): what is dirty, and this hour's maturity horizon."""
-    reading.ensure_maturity()
+    """The sweep (every minute), also enqueued by every change: what is dirty first,
+    then, once an hour, the hour's inputs (``refresh_hour``, which marks today again)
+    and maturity horizon."""
+    now = timezone.now()
     total = 0
     while taken := recompute_dirty():
         total += taken
+    if company.hour_pending(now):
+        refresh_hour(now)
+        while taken := recompute_dirty():
+            total += taken
+    reading.ensure_maturity(now)
     return total
 
 

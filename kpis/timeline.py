@@ -16,10 +16,12 @@ year_before_day(D)``.
 import bisect
 import datetime
 import functools
+import threading
 from collections import defaultdict
 from decimal import Decimal
 from typing import NamedTuple
 
+from django.db import connection
 from django.db.models import Count, DateField, F, Q, Sum
 from django.db.models.fields.json import KT
 from django.db.models.functions import Coalesce, Greatest, TruncDate
@@ -354,10 +356,9 @@ class CustomerTimeline:
     intervals, ``self.intervals``).
     """
 
-    def __init__(self):
-        churned = dict(
-            Company.objects.filter(churned_at__isnull=False).values_list("pk", "churned_at")
-        )
+    def __init__(self, churned=None):
+        if churned is None:
+            churned = churn_dates()
         self.intervals = {}
         self._won = []  # (first day active, last day active, value)
         # Repeat customers: the day of each company's first and second win.
@@ -480,6 +481,48 @@ class CustomerTimeline:
             running += diff[i]
             out.append(running)
         return out
+
+
+def churn_dates():
+    """{company id: churn date} of the companies marked churned."""
+    return dict(Company.objects.filter(churned_at__isnull=False).values_list("pk", "churned_at"))
+
+
+def _won_checksum():
+    """(count, checksum) of the won deals' company, moment and value: what the customer
+    timeline reads. PostgreSQL reads them off the index ``deal_won_company`` (80 ms at
+    1M deals). A 64-bit hash per row, summed: any change of a row changes it, but for
+    a chance of one in 2**64."""
+    table = Deal._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT count(*), sum(hashtextextended(company_id::text || ' ' || won_at::text"
+            f" || ' ' || coalesce(current_value_base::text, ''), 0)::numeric)"
+            f" FROM {table} WHERE status = %s",
+            [Status.WON],
+        )
+        return tuple(cursor.fetchone())
+
+
+_kept = threading.local()
+
+
+def customer_timeline(fresh=False):
+    """The customer timeline, kept by the process from one recompute to the next while
+    what it is built from is unchanged: building it reads every won deal (1.6 s at 1M
+    deals); checking them unchanged, on PostgreSQL, takes a checksum off an index. The
+    checksum is taken before the deals are read, so a change committed in between only
+    costs a rebuild next time. Other databases build it each time, and so does every
+    call with ``fresh`` (a full recompute)."""
+    churned = churn_dates()
+    if connection.vendor != "postgresql":
+        return CustomerTimeline(churned)
+    key = (_won_checksum(), frozenset(churned.items()), str(tz()))
+    kept = getattr(_kept, "timeline", None)
+    if fresh or kept is None or kept[0] != key:
+        kept = (key, CustomerTimeline(churned))
+        _kept.timeline = kept
+    return kept[1]
 
 
 def _merge(windows):

@@ -420,6 +420,45 @@ def test_the_trailing_statistics_are_taken_once_an_hour(rep):
     assert coverage_needed() == 1.0
 
 
+def test_a_new_hour_takes_its_inputs_after_the_dirty_days_are_stored(rep, monkeypatch):
+    """The first change of an hour: its snapshots are written with the latest stored
+    inputs (the hour before's) first; then the sweep takes the hour's, refreshes every
+    period's pipeline KPIs and recomputes today with them. It ends where a full
+    recompute does."""
+    from django.utils import timezone
+
+    from kpis.models import HourlyInputs
+    from kpis.periods import hour_of
+
+    lost = deal_in_stage(rep, Stage.OFFER, start_days_ago=50)
+    domain.mark_lost(lost, lost_reason("price"), by=rep, at=days_ago(10))
+    deal_in_stage(rep, Stage.NEEDS, start_days_ago=30)
+    recompute.recompute_all()
+    hour = hour_of(timezone.now())
+    HourlyInputs.objects.update(hour=hour - datetime.timedelta(hours=1))
+    make_deal(rep, at=timezone.now())
+    leads_when_taken = []
+    original = company.take_inputs
+
+    def spy(now):
+        leads_when_taken.append(stored("leads", grain="day"))
+        return original(now)
+
+    monkeypatch.setattr(company, "take_inputs", spy)
+    recompute.recompute_all_dirty()
+    # Today's new lead was stored before the hour's inputs were taken, once.
+    assert leads_when_taken == [1]
+    assert sorted(HourlyInputs.objects.values_list("hour", "pipeline_refreshed")) == [
+        (hour - datetime.timedelta(hours=1), True),
+        (hour, True),
+    ]
+    assert HourlyInputs.objects.get(hour=hour).data["trailing"] == [[rep.pk, 0, 1]]
+    assert not DirtyDay.objects.exists()
+    incremental = snapshot_rows()
+    recompute.recompute_all()
+    assert incremental == snapshot_rows()
+
+
 def test_within_an_hour_the_incremental_open_pipeline_equals_a_full_ones(
     rep, teammate, monkeypatch
 ):
@@ -457,3 +496,24 @@ def test_within_an_hour_the_incremental_open_pipeline_equals_a_full_ones(
     assert weighted.numerator > 0
     recompute.recompute_all()
     assert incremental == snapshot_rows()
+
+
+def test_a_churn_date_set_moved_or_cleared_marks_the_days_from_the_earlier_date(rep):
+    from tests.factories import CompanyFactory
+
+    customer = CompanyFactory()
+    DirtyDay.objects.all().delete()
+    customer.name = "Renamed"
+    customer.save()
+    assert marked_days() == set()
+    customer.churned_at = local_date(days_ago(3))
+    customer.save()
+    assert marked_days() == {local_date(days_ago(d)) for d in range(4)}
+    DirtyDay.objects.all().delete()
+    customer.churned_at = local_date(days_ago(6))
+    customer.save()
+    assert marked_days() == {local_date(days_ago(d)) for d in range(7)}
+    DirtyDay.objects.all().delete()
+    customer.churned_at = None
+    customer.save()
+    assert marked_days() == {local_date(days_ago(d)) for d in range(7)}

@@ -164,17 +164,19 @@ def _leads(grain, day):
     return None if snap is None else snap.value
 
 
-def test_a_day_that_changed_unmarked_brings_its_larger_periods_along(rep):
+def test_the_days_between_two_dirty_days_are_left_to_the_full_recompute(rep):
     deal_in_stage(rep, Stage.OFFER, start_days_ago=200)
     recompute.recompute_all()
     # A lead the ledger does not know and no mark points to (a lost mark)...
     unmarked = _lead_nobody_marked(rep, 20)
-    # ...lies between two dirty days eight days either side, gathered as one range:
-    # its day is recomputed, and so is its week, where no dirty day falls.
+    # ...between two dirty days eight days either side: each dirty day is gathered
+    # alone (a busy day costs more than another query per family), so the lead waits
+    # for the full recompute, which repairs the day and its larger periods.
     dirty.mark_days([days_ago(28), days_ago(12)])
     recompute.recompute_all_dirty()
-    week = Period.containing(Grain.WEEK, unmarked)
-    assert not any(week.contains(days_ago(n)) for n in (28, 12))
+    assert _leads(Grain.DAY, unmarked) is None  # no row: no lead that day
+    assert _leads(Grain.WEEK, unmarked) is None
+    recompute.recompute_all()
     assert _leads(Grain.DAY, unmarked) == 1
     assert _leads(Grain.WEEK, unmarked) == 1
 
@@ -323,3 +325,46 @@ def test_the_medians_of_a_few_slices_equal_those_of_every_slice(
     }
     assert few == {k: v for k, v in everything.items() if k[1] in keys}
     assert len(few) >= 4
+
+
+def test_a_run_of_days_reads_the_day_before_from_the_ledger_unless_it_is_marked(rep, monkeypatch):
+    """Growth compares each day with the one before: for the first day of a run, that
+    day's measures come from the ledger, or, when it is marked dirty (its ledger rows
+    may be stale), from the deals with the run."""
+    from tests.kpis.builders import save_deals, won_row
+
+    save_deals(
+        [
+            won_row(rep, days_ago(40), days_ago(2), Decimal("400")),
+            won_row(rep, days_ago(40), days_ago(1), Decimal("500")),
+        ]
+    )
+    recompute.recompute_all()
+    starts = []
+    original = compute.gather
+
+    def spy(grain, start_at, end_at, *args, **kwargs):
+        starts.append(start_at)
+        return original(grain, start_at, end_at, *args, **kwargs)
+
+    monkeypatch.setattr(compute, "gather", spy)
+    yesterday = Period(Grain.DAY, local_date(days_ago(1)))
+    before = yesterday.previous()
+
+    def growth():
+        row = KpiSnapshot.objects.get(
+            kpi="revenue_growth_pct", grain=Grain.DAY, period_start=yesterday.start, slice="company"
+        )
+        return row.value, row.numerator, row.denominator
+
+    KpiSnapshot.objects.filter(kpi="revenue_growth_pct", grain=Grain.DAY).delete()
+    recompute.recompute_days([yesterday.start])
+    assert starts == [yesterday.start_at]
+    assert growth() == (Decimal("25"), Decimal("100"), Decimal("400"))
+    # The day before marked (another worker holds it): gathered with the run.
+    dirty.mark_days([before.start])
+    starts.clear()
+    KpiSnapshot.objects.filter(kpi="revenue_growth_pct", grain=Grain.DAY).delete()
+    recompute.recompute_days([yesterday.start])
+    assert starts == [before.start_at]
+    assert growth() == (Decimal("25"), Decimal("100"), Decimal("400"))

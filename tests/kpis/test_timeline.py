@@ -130,3 +130,56 @@ def test_the_owner_counts_read_from_the_ledger_equal_the_deal_scan(rep, teammate
         "cycle": Decimal(microseconds(cycle)) / MICROSECONDS_PER_DAY,
         "lost": 0,
     }
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_the_customer_timeline_is_kept_while_the_won_deals_and_churn_dates_are_unchanged(
+    on_postgres, rep, django_assert_num_queries
+):
+    """Between recomputes a process keeps the customer timeline, checked unchanged by
+    two queries (the churn dates, a checksum of the won deals); a win, a won deal's
+    value, company or moment, and a churn date each build it again."""
+    from funnel.models import Company, Deal
+    from kpis.timeline import customer_timeline
+
+    first = won_row(rep, days_ago(100), days_ago(50), Decimal("100"))
+    second = won_row(rep, days_ago(90), days_ago(40), Decimal("200"))
+    save_deals([first, second])
+    today = days_ago(0).date()
+    built = customer_timeline()
+    assert built.active_count(today) == 2
+    assert built.active_value(today) == Decimal("300")
+    with django_assert_num_queries(2):
+        assert customer_timeline() is built
+    # A third win.
+    save_deals([won_row(rep, days_ago(30), days_ago(10), Decimal("50"), company=first.company)])
+    third = customer_timeline()
+    assert third is not built
+    assert (third.active_count(today), third.active_value(today)) == (2, Decimal("350"))
+    assert customer_timeline() is third
+    # A won deal's value, then its company, then its moment.
+    Deal.objects.filter(pk=second.pk).update(current_value_base=Decimal("250"))
+    valued = customer_timeline()
+    assert valued is not third
+    assert valued.active_value(today) == Decimal("400")
+    Deal.objects.filter(pk=second.pk).update(company=first.company)
+    moved = customer_timeline()
+    assert moved is not valued
+    assert moved.active_count(today) == 1
+    before_move = days_ago(37).date()
+    assert moved.active_value(before_move) == Decimal("350")
+    Deal.objects.filter(pk=second.pk).update(won_at=days_ago(35))
+    later = customer_timeline()
+    assert later is not moved
+    assert later.active_value(before_move) == Decimal("100")
+    # A churn date.
+    Company.objects.filter(pk=first.company_id).update(churned_at=days_ago(5).date())
+    churned = customer_timeline()
+    assert churned is not later
+    assert churned.active_count(today) == 0
+    assert customer_timeline() is churned
+    # A full recompute builds it afresh, and keeps that one.
+    rebuilt = customer_timeline(fresh=True)
+    assert rebuilt is not churned
+    assert customer_timeline() is rebuilt
