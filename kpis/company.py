@@ -661,9 +661,9 @@ def use_hour_inputs(now, fresh=False):
     """Inside ``sharing()``: make the company KPIs use the inputs stored for ``now``'s
     hour (taken and stored now if there are none, or with ``fresh``). Returns whether
     they were taken now."""
-    row = None if fresh else HourlyInputs.objects.filter(hour=hour_of(now)).first()
-    preset("inputs", store_inputs(now) if row is None else _decode_inputs(row.data))
-    return row is None
+    return _use_inputs(
+        None if fresh else HourlyInputs.objects.filter(hour=hour_of(now)).first(), now
+    )
 
 
 def use_latest_inputs(now):
@@ -671,8 +671,14 @@ def use_latest_inputs(now):
     ``now``'s hour: this hour's, or an earlier hour's until ``refresh_hour`` has taken
     this hour's (after the dirty days, so that a transition's snapshots do not wait for
     a year of deals to be scanned). Taken and stored now when none are stored."""
-    row = HourlyInputs.objects.filter(hour__lte=hour_of(now)).order_by("-hour").first()
+    _use_inputs(HourlyInputs.objects.filter(hour__lte=hour_of(now)).order_by("-hour").first(), now)
+
+
+def _use_inputs(row, now):
+    """Preset the inputs of a stored ``row``, or, without one, take and store them at
+    ``now``. Returns whether they were taken now."""
     preset("inputs", store_inputs(now) if row is None else _decode_inputs(row.data))
+    return row is None
 
 
 def hour_pending(now):

@@ -395,7 +395,7 @@ def adjacent_runs(periods):
     return runs
 
 
-def store_days(periods, now=None):
+def store_days(periods, now=None, before_from_ledger=False):
     """Recompute day periods from the deals: their snapshots, their ledger rows, and
     (through the ledger) the sums of every larger period containing them. Returns
     (rows written, {day: families whose measures changed})."""
@@ -403,13 +403,13 @@ def store_days(periods, now=None):
     # Runs of adjacent days, each gathered in one query per family: a query's cost
     # follows the rows it reads (at 1M deals, 0.1 s for a day without events, 0.3 s
     # more for each busy day), so days in between are not filled in.
-    runs = adjacent_runs(sorted(set(periods)))
-    built = ledger.is_built()
-    for run in runs:
-        # Growth compares with the day before the run: read from the ledger, unless it
-        # may be stale there (marked dirty, or no ledger yet), then gathered with it.
+    for run in adjacent_runs(sorted(set(periods))):
+        # Growth compares with the day before the run: gathered with it, or, with
+        # ``before_from_ledger`` (an incremental recompute, its ledger built), read from
+        # the ledger unless marked dirty (its rows there may be stale). A full or
+        # one-period recompute gathers it: it repairs what the ledger has wrong.
         before = run[0].previous()
-        if built and not dirty.is_marked(before.start):
+        if before_from_ledger and not dirty.is_marked(before.start):
             measures = gather(Grain.DAY, run[0].start_at, run[-1].end_at)
             ledger.load(Grain.DAY, [before.start], measures)
         else:

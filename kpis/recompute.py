@@ -224,23 +224,23 @@ def recompute_days(days):
         if not dirty.held_elsewhere(before=max(days), mine=days):
             company.preset("owner_timeline", LedgerOwners())
         # The open pipeline of every grain's periods of the dirty days, in one query.
-        periods = [p for grain in periods_for_days(days).values() for p in grain]
+        by_grain = periods_for_days(days)
+        periods = [p for grain in by_grain.values() for p in grain]
         company.preset(
             "pipeline_span", (min(p.start for p in periods), max(p.end for p in periods))
         )
-        written, changed = store_days([Period(Grain.DAY, d) for d in set(days)])
+        written, changed = store_days(
+            [Period(Grain.DAY, d) for d in set(days)], before_from_ledger=True
+        )
         total += written
-        # The larger periods of the dirty days, and of any other day of the gathered
-        # ranges whose measures changed (one the ledger had wrong): its change was
-        # added to them too.
-        touched = set(days) | set(changed)
-        # The medians of the larger periods are taken again for the families and
+        # The larger periods of the dirty days (only their days are gathered, so only
+        # they can have changed). Their medians are taken again for the families and
         # slices whose day rows changed: those of the changed deals alone.
         medians_of = defaultdict(set)
         for families in changed.values():
             for family, slices in families.items():
                 medians_of[family] |= slices
-        for grain, periods in periods_for_days(touched).items():
+        for grain, periods in by_grain.items():
             if grain != Grain.DAY:
                 total += store(grain, periods, medians_of=dict(medians_of), days_fresh=True)
     return total

@@ -356,9 +356,8 @@ class CustomerTimeline:
     intervals, ``self.intervals``).
     """
 
-    def __init__(self, churned=None):
-        if churned is None:
-            churned = churn_dates()
+    def __init__(self, churned):
+        """``churned``: {company id: churn date} (``churn_dates``)."""
         self.intervals = {}
         self._won = []  # (first day active, last day active, value)
         # Repeat customers: the day of each company's first and second win.

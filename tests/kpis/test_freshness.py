@@ -445,9 +445,19 @@ def test_a_new_hour_takes_its_inputs_after_the_dirty_days_are_stored(rep, monkey
         return original(now)
 
     monkeypatch.setattr(company, "take_inputs", spy)
+    recomputed = []
+    original_days = recompute.recompute_days
+
+    def days_spy(days):
+        recomputed.append(sorted(days))
+        return original_days(days)
+
+    monkeypatch.setattr(recompute, "recompute_days", days_spy)
     recompute.recompute_all_dirty()
-    # Today's new lead was stored before the hour's inputs were taken, once.
+    # Today's new lead was stored before the hour's inputs were taken, once; having
+    # taken them, the sweep recomputed today again (its stalled deals).
     assert leads_when_taken == [1]
+    assert recomputed == [[today()], [today()]]
     assert sorted(HourlyInputs.objects.values_list("hour", "pipeline_refreshed")) == [
         (hour - datetime.timedelta(hours=1), True),
         (hour, True),

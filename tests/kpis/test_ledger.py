@@ -368,3 +368,9 @@ def test_a_run_of_days_reads_the_day_before_from_the_ledger_unless_it_is_marked(
     recompute.recompute_days([yesterday.start])
     assert starts == [before.start_at]
     assert growth() == (Decimal("25"), Decimal("100"), Decimal("400"))
+    # A one-period recompute repairs: it gathers the day before, marked or not.
+    DirtyDay.objects.all().delete()
+    starts.clear()
+    recompute.recompute_period(Grain.DAY, yesterday.start)
+    assert starts == [before.start_at]
+    assert growth() == (Decimal("25"), Decimal("100"), Decimal("400"))
