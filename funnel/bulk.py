@@ -2,6 +2,11 @@
 and the import's fast path (funnel/import_bulk.py). Both replay the domain functions
 in memory and write the rows those functions would write, column by column."""
 
+import operator
+
+from django.db import connection, models
+from psycopg.types.json import Jsonb
+
 from funnel.money import CENT
 from funnel.stages import Stage, Status
 
@@ -57,3 +62,80 @@ def plain(value):
 def cents(value):
     """As ``domain._money`` and ``domain._percent``: two decimal places, as stored."""
     return None if value is None else value.quantize(CENT)
+
+
+def copy_rows(model, columns, rows):
+    """PostgreSQL: write ``rows`` (tuples of the fields ``columns``, by attribute
+    name, as database values) into ``model``'s table with one COPY."""
+    quote = connection.ops.quote_name
+    column_of = {f.attname: f.column for f in model._meta.concrete_fields}
+    names = ", ".join(quote(column_of[c]) for c in columns)
+    statement = f"COPY {quote(model._meta.db_table)} ({names}) FROM STDIN"
+    with connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def insert_rows(model, columns, rows, batch_size=INSERT_BATCH_SIZE):
+    """Write new rows of ``model``: tuples of the fields ``columns`` (by attribute name),
+    as Python values. One COPY on PostgreSQL (a million rows in seconds, not a minute
+    of INSERTs), ``bulk_create`` elsewhere. No primary key is read back."""
+    if connection.vendor != "postgresql":
+        model.objects.bulk_create(
+            [model(**dict(zip(columns, row, strict=True))) for row in rows],
+            batch_size=batch_size,
+        )
+        return
+    fields = {f.attname: f for f in model._meta.concrete_fields}
+    converters = [
+        (i, convert)
+        for i, column in enumerate(columns)
+        if (convert := _copy_value(fields[column])) is not None
+    ]
+    if converters:
+        rows = (_converted(row, converters) for row in rows)
+    copy_rows(model, columns, rows)
+
+
+def _converted(row, converters):
+    row = list(row)
+    for i, convert in converters:
+        row[i] = convert(row[i])
+    return row
+
+
+def insert_objects(model, objects, batch_size=2000):
+    """Write new, unsaved ``objects`` of ``model`` (``insert_rows``)."""
+    if not objects:
+        return
+    if connection.vendor != "postgresql":
+        model.objects.bulk_create(objects, batch_size=batch_size)
+        return
+    columns = [f.attname for f in model._meta.concrete_fields if not f.primary_key]
+    get = operator.attrgetter(*columns)
+    insert_rows(model, columns, (get(o) for o in objects))
+
+
+#: Fields whose Python value psycopg takes as Django's PostgreSQL backend would pass
+#: it (unchanged; a text enum member dumps as its value, being a ``str``).
+_AS_IS = (
+    models.CharField,
+    models.TextField,
+    models.DateField,  # DateTimeField too
+    models.IntegerField,  # and its kinds
+    models.BooleanField,
+    models.ForeignKey,
+)
+
+
+def _copy_value(field):
+    """How one field's Python value becomes what COPY writes (None: as it is). Django's
+    ``get_db_prep_save`` on every field of every row would cost most of a million
+    rows' write; the result is the same."""
+    if isinstance(field, models.JSONField):
+        return Jsonb
+    if isinstance(field, models.DecimalField):
+        return lambda value: field.to_python(value) if isinstance(value, float) else value
+    if isinstance(field, _AS_IS):
+        return None
+    return lambda value: field.get_db_prep_save(value, connection)

@@ -33,6 +33,7 @@ from funnel.bulk import (
     ROUND_COLUMNS,
     cents,
     check_columns,
+    insert_rows,
     model_columns,
     plain,
 )
@@ -162,21 +163,8 @@ class _Writer:
         return range(start, start + count)
 
     def insert(self, model, columns, rows):
-        if not rows:
-            return
-        if self.postgres:
-            quote = connection.ops.quote_name
-            column_of = {f.attname: f.column for f in model._meta.concrete_fields}
-            names = ", ".join(quote(column_of[c]) for c in columns)
-            statement = f"COPY {quote(model._meta.db_table)} ({names}) FROM STDIN"
-            with connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
-                for row in rows:
-                    copy.write_row(row)
-            return
-        model.objects.bulk_create(
-            [model(**dict(zip(columns, row, strict=True))) for row in rows],
-            batch_size=INSERT_BATCH_SIZE,
-        )
+        if rows:
+            insert_rows(model, columns, rows)
 
 
 class BulkDeals:

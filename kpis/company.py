@@ -28,7 +28,7 @@ from kpis.models import (
     Forecast,
     ForecastKind,
     HourlyInputs,
-    KpiSnapshot,
+    SnapshotRow,
     StageSetting,
     Target,
 )
@@ -163,7 +163,7 @@ class CompanyKpis:
 
     def add(self, code, period, slice_, value, num=None, den=None, extra=None):
         self.rows.append(
-            KpiSnapshot(
+            SnapshotRow(
                 kpi=code,
                 grain=self.grain,
                 period_start=period.start,

@@ -357,59 +357,138 @@ class Family:
         )
         return qs, ["_bucket", *(f"_s_{t}" for t in ROLLUP_FIELDS)]
 
-    def rolled_up(self, grain, start_at, end_at, breakdown_type=None, members=None):
-        """PostgreSQL: one query rolling the measures up into every slice at once
-        (``GROUPING SETS``), medians included (``percentile_cont``); ``members``: the
-        users' teams (``team_members_of_all``), read once for a whole gather. Yields
-        (bucket, slice key, breakdown value, {measure: value}, {median measure: value})."""
-        qs, columns = self._sliced(grain, start_at, end_at, members)
-        if breakdown_type:
-            qs = group_by(qs, "_breakdown", self.breakdown_field(breakdown_type))
-            columns.append("_breakdown")
+    def _rollup_input(self, grain, start_at, end_at, members, columns=None, medians=None):
+        """(inner SQL, params, sum input names) of a roll-up: the rows of the range with
+        their bucket, slice columns, ``columns`` ({alias: path}), each measure's
+        per-row input and ``medians``' values; None when no row can be in the range."""
+        qs, names = self._sliced(grain, start_at, end_at, members)
+        columns = {alias: F(path) for alias, path in (columns or {}).items()}
         inputs = {f"_m_{name}": row_expression(agg) for name, agg in self.measures.items()}
-        medians = {} if breakdown_type else {f"_d_{n}": e for n, e in self.medians.items()}
-        qs = qs.annotate(**inputs, **medians).order_by().values(*columns, *inputs, *medians)
+        qs = qs.annotate(**columns, **inputs, **(medians or {}))
+        qs = qs.order_by().values(*names, *columns, *inputs, *(medians or {}))
         try:
             inner, params = qs.query.sql_with_params()
         except EmptyResultSet:  # no row can be in the range (``Family.in_range``)
+            return None
+        return inner, params, list(inputs)
+
+    def rolled_up(self, grain, start_at, end_at, members=None):
+        """PostgreSQL: one query rolling the measures up into every slice at once
+        (``GROUPING SETS``), medians included (``percentile_cont``); ``members``: the
+        users' teams (``team_members_of_all``), read once for a whole gather. Yields
+        (bucket, slice key, {measure: value}, {median measure: value})."""
+        medians = {f"_d_{n}": e for n, e in self.medians.items()}
+        query = self._rollup_input(grain, start_at, end_at, members, medians=medians)
+        if query is None:
             return
-        slice_columns = [f'"_s_{t}"' for t in ROLLUP_FIELDS]
+        inner, params, inputs = query
         select = [
             '"_bucket"',
-            *slice_columns,
-            *(f"GROUPING({c})" for c in slice_columns),
-            *(['"_breakdown"'] if breakdown_type else []),
+            *SLICE_COLUMNS,
+            *(f"GROUPING({c})" for c in SLICE_COLUMNS),
             *(f'SUM("{name}")' for name in inputs),
             *(f'percentile_cont(0.5) WITHIN GROUP (ORDER BY "{name}")' for name in medians),
         ]
-        group = ['"_bucket"', *(['"_breakdown"'] if breakdown_type else [])]
-        sets = ", ".join(["()", *(f"({c})" for c in slice_columns)])
+        sets = ", ".join(["()", *(f"({c})" for c in SLICE_COLUMNS)])
         sql = (
             f"SELECT {', '.join(select)} FROM ({inner}) AS family "
-            f"GROUP BY {', '.join(group)}, GROUPING SETS ({sets})"
+            f'GROUP BY "_bucket", GROUPING SETS ({sets})'
         )
-        n_slices = len(slice_columns)
-        measure_names = list(self.measures)
-        median_names = list(medians and self.medians)
+        n = len(SLICE_COLUMNS)
+        measure_names, median_names = list(self.measures), list(self.medians)
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             for row in cursor:
-                values, grouping = row[1 : 1 + n_slices], row[1 + n_slices : 1 + 2 * n_slices]
-                rest = row[1 + 2 * n_slices :]
-                breakdown = None
-                if breakdown_type:
-                    breakdown, rest = rest[0], rest[1:]
-                kept = [i for i, g in enumerate(grouping) if g == 0]
-                if not kept:
-                    key = "company"
-                else:
-                    value = values[kept[0]]
-                    if value is None or value == "":
-                        continue
-                    key = f"{ROLLUP_SLICES[kept[0]]}:{value}"
+                key = _slice_key(row[1 : 1 + n], row[1 + n : 1 + 2 * n])
+                if key is None:
+                    continue
+                rest = row[1 + 2 * n :]
                 sums = dict(zip(measure_names, rest[: len(measure_names)], strict=True))
                 meds = dict(zip(median_names, rest[len(measure_names) :], strict=True))
-                yield local_bucket(row[0]), key, breakdown, sums, meds
+                yield local_bucket(row[0]), key, sums, meds
+
+    def rolled_up_breakdowns(self, grain, start_at, end_at, breakdown_types, members=None):
+        """PostgreSQL: the measures by each of ``breakdown_types`` rolled up into every
+        slice, in one query (a grouping set per breakdown type and slice type) instead
+        of one per breakdown type: the rows are read once. A row without a value of a
+        breakdown (no source given) is in none of its groups, as ``group_by`` leaves it
+        out. Yields (bucket, slice key, breakdown type, breakdown value, {measure:
+        value})."""
+        names = [f"_b_{t}" for t in breakdown_types]
+        paths = {n: self.breakdown_field(t) for n, t in zip(names, breakdown_types, strict=True)}
+        query = self._rollup_input(grain, start_at, end_at, members, columns=paths)
+        if query is None:
+            return
+        inner, params, inputs = query
+        breakdowns = [f'"{name}"' for name in names]
+        select = [
+            '"_bucket"',
+            *SLICE_COLUMNS,
+            *(f"GROUPING({c})" for c in SLICE_COLUMNS),
+            *breakdowns,
+            *(f"GROUPING({c})" for c in breakdowns),
+            *(f'SUM("{name}")' for name in inputs),
+        ]
+        sets = ", ".join(
+            f"({b}{', ' + s if s else ''})" for b in breakdowns for s in ("", *SLICE_COLUMNS)
+        )
+        sql = (
+            f"SELECT {', '.join(select)} FROM ({inner}) AS family "
+            f'GROUP BY "_bucket", GROUPING SETS ({sets})'
+        )
+        n, b = len(SLICE_COLUMNS), len(breakdowns)
+        measure_names = list(self.measures)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            for row in cursor:
+                key = _slice_key(row[1 : 1 + n], row[1 + n : 1 + 2 * n])
+                start = 1 + 2 * n
+                values, grouping = row[start : start + b], row[start + b : start + 2 * b]
+                which = grouping.index(0)
+                value = values[which]
+                if key is None or value is None or value == "":
+                    continue
+                sums = dict(zip(measure_names, row[start + 2 * b :], strict=True))
+                yield local_bucket(row[0]), key, breakdown_types[which], value, sums
+
+    def medians_by_grains(self, grains, start_at, end_at, members=None):
+        """PostgreSQL: the medians of every slice of every period of each of ``grains``
+        over the range, in one query (a grouping set per grain and slice type): the
+        rows are read once for all the grains instead of once per grain. Yields
+        (grain, bucket, slice key, {median measure: value})."""
+        if not self.medians:
+            return
+        buckets = {f"_g_{grain}": self.bucket(grain) for grain in grains}
+        medians = {f"_d_{n}": e for n, e in self.medians.items()}
+        qs, names = self._sliced(grains[0], start_at, end_at, members)
+        qs = qs.annotate(**buckets, **medians).order_by()
+        try:
+            inner, params = qs.values(*names[1:], *buckets, *medians).query.sql_with_params()
+        except EmptyResultSet:  # no row can be in the range (``Family.in_range``)
+            return
+        bucket_columns = [f'"{name}"' for name in buckets]
+        select = [
+            *bucket_columns,
+            *(f"GROUPING({c})" for c in bucket_columns),
+            *SLICE_COLUMNS,
+            *(f"GROUPING({c})" for c in SLICE_COLUMNS),
+            *(f'percentile_cont(0.5) WITHIN GROUP (ORDER BY "{name}")' for name in medians),
+        ]
+        sets = ", ".join(
+            f"({b}{', ' + s if s else ''})" for b in bucket_columns for s in ("", *SLICE_COLUMNS)
+        )
+        sql = f"SELECT {', '.join(select)} FROM ({inner}) AS family GROUP BY GROUPING SETS ({sets})"
+        g, n = len(grains), len(SLICE_COLUMNS)
+        names = list(self.medians)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            for row in cursor:
+                which = row[g : 2 * g].index(0)
+                key = _slice_key(row[2 * g : 2 * g + n], row[2 * g + n : 2 * g + 2 * n])
+                if key is None:
+                    continue
+                values = dict(zip(names, row[2 * g + 2 * n :], strict=True))
+                yield grains[which], local_bucket(row[which]), key, values
 
     def slice_medians(self, grain, start_at, end_at, slices, members=None):
         """PostgreSQL: the medians of the rows of ``slices`` (slice keys) only, by period
@@ -456,6 +535,16 @@ class Family:
         return qs.order_by().values(*columns, *(f"_m_{name}" for name in self.medians))
 
 
+def _slice_key(values, grouping):
+    """The slice of a rolled-up row from its slice columns and their ``GROUPING()``
+    flags: "company" when none is grouped; None for a slice without a value."""
+    for i, flag in enumerate(grouping):
+        if flag == 0:
+            value = values[i]
+            return None if value is None or value == "" else f"{ROLLUP_SLICES[i]}:{value}"
+    return "company"
+
+
 def local_bucket(bucket):
     """A period bucket read from the database as a local date."""
     if isinstance(bucket, datetime.datetime):
@@ -476,6 +565,7 @@ ROLLUP_FIELDS = {
     "industry": "industry",
 }
 ROLLUP_SLICES = list(ROLLUP_FIELDS)
+SLICE_COLUMNS = [f'"_s_{t}"' for t in ROLLUP_FIELDS]
 
 
 #: Up to this many users in teams, ``team_of`` lists them in a CASE (each row tests

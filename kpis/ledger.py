@@ -24,6 +24,7 @@ from decimal import Decimal
 from django.db import transaction
 from django.utils import timezone
 
+from funnel.bulk import insert_rows
 from kpis.models import LedgerState, PeriodMeasures
 from kpis.periods import Grain, start_of
 
@@ -62,7 +63,8 @@ def decode(value):
 
 
 def is_zero(value):
-    return value == datetime.timedelta(0) if isinstance(value, datetime.timedelta) else value == 0
+    """0, Decimal 0 (at any exponent) and a zero duration: all false."""
+    return not value
 
 
 def add(a, b):
@@ -168,16 +170,18 @@ def load(grain, starts, measures):
 # --- writing --------------------------------------------------------------------------
 
 
+#: The fields of a new row, as ``_new_row`` gives them.
+ROW_FIELDS = ("grain", "period_start", "slice", "breakdown", "sums", "medians")
+
+
 def _new_row(grain, key, sums=None, medians=None):
     start, slice_, breakdown = key
-    return PeriodMeasures(
-        grain=grain,
-        period_start=start,
-        slice=slice_,
-        breakdown=breakdown,
-        sums=_encode_sums(sums or {}),
-        medians=medians or {},
-    )
+    return (grain, start, slice_, breakdown, _encode_sums(sums or {}), medians or {})
+
+
+def _insert(rows):
+    if rows:
+        insert_rows(PeriodMeasures, ROW_FIELDS, rows, batch_size=2000)
 
 
 def replace_days(days, measures):
@@ -226,7 +230,7 @@ def replace_days(days, measures):
                 created.append(_new_row(Grain.DAY, key, new_sums, new_medians))
         for i in range(0, len(gone), 2000):
             PeriodMeasures.objects.filter(pk__in=gone[i : i + 2000]).delete()
-        PeriodMeasures.objects.bulk_create(created, batch_size=2000)
+        _insert(created)
         for grain in LARGER:
             _add(grain, delta)
     return {day: dict(families) for day, families in changed.items()}
@@ -235,10 +239,20 @@ def replace_days(days, measures):
 def _add(grain, delta):
     """Add day changes ``{(day, slice, breakdown): {family: {measure: change}}}`` to the
     ``grain`` periods containing those days."""
-    totals = defaultdict(dict)
+    totals, starts = {}, {}
     for (day, slice_, breakdown), families in delta.items():
-        key = (start_of(grain, day), slice_, breakdown)
-        totals[key] = _plus(totals[key], families)
+        start = starts.get(day)
+        if start is None:
+            start = starts[day] = start_of(grain, day)
+        target = totals.setdefault((start, slice_, breakdown), {})
+        # Added in place: a full build adds a year of days to each row.
+        for family, sums in families.items():
+            into = target.get(family)
+            if into is None:
+                target[family] = dict(sums)
+                continue
+            for m, v in sums.items():
+                into[m] = add(into.get(m), v)
     if not totals:
         return
     rows = PeriodMeasures.objects.filter(
@@ -250,6 +264,7 @@ def _add(grain, delta):
     existing = {(r.period_start, r.slice, r.breakdown): r for r in rows}
     updated, created, gone = [], [], []
     for key, change in totals.items():
+        change = pruned(change)
         row = existing.get(key)
         if row is None:
             if change:
@@ -263,7 +278,7 @@ def _add(grain, delta):
             updated.append(row)
     PeriodMeasures.objects.filter(pk__in=gone).delete()
     PeriodMeasures.objects.bulk_update(updated, ["sums"], batch_size=500)
-    PeriodMeasures.objects.bulk_create(created, batch_size=2000)
+    _insert(created)
 
 
 def refresh_medians(grain, starts, families, measures, slices=None):
@@ -308,4 +323,4 @@ def refresh_medians(grain, starts, families, measures, slices=None):
                     updated.append(row)
         PeriodMeasures.objects.filter(pk__in=gone).delete()
         PeriodMeasures.objects.bulk_update(updated, ["medians"], batch_size=500)
-        PeriodMeasures.objects.bulk_create(created, batch_size=2000)
+        _insert(created)

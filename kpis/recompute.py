@@ -14,9 +14,9 @@ from django.utils import timezone
 from funnel.models import Activity, Deal, MarketingSpend, Offer, SalesCost
 from kpis import company, dirty, ledger, reading
 from kpis.compute import (
+    refresh_larger_medians,
     refresh_ledger,
     refresh_ledger_for,
-    refresh_medians,
     refresh_pipeline,
     store,
     store_days,
@@ -61,8 +61,7 @@ def build_ledger():
     an incremental one does it first when no full recompute has (after an upgrade)."""
     span = data_span()
     refresh_ledger(*span)
-    for grain in ledger.LARGER:
-        refresh_medians(grain, periods_of_span(grain, span))
+    refresh_larger_medians({grain: periods_of_span(grain, span) for grain in ledger.LARGER})
     ledger.set_built()
 
 
@@ -113,9 +112,10 @@ def recompute_all(grains=GRAINS):
             total += store_days(periods_of_span(Grain.DAY, span))[0]
         else:
             refresh_ledger(*span)
-        for grain in grains:
-            if Grain(grain) != Grain.DAY:
-                total += store(grain, periods_of_span(grain, span), days_fresh=True)
+        larger = {g: periods_of_span(g, span) for g in grains if Grain(g) != Grain.DAY}
+        refresh_larger_medians(larger)
+        for grain, periods in larger.items():
+            total += store(grain, periods, medians_of=(), days_fresh=True)
     ledger.set_built()
     company.pipeline_refreshed(now)
     dirty.release(claimed)

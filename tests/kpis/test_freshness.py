@@ -527,3 +527,46 @@ def test_a_churn_date_set_moved_or_cleared_marks_the_days_from_the_earlier_date(
     customer.churned_at = None
     customer.save()
     assert marked_days() == {local_date(days_ago(d)) for d in range(7)}
+
+
+def test_a_rep_moving_team_marks_the_days_of_their_deals_and_the_team_rows_follow(
+    rep, outsider, team_a, team_b
+):
+    deal = make_deal(rep, at=days_ago(12))
+    domain.move_forward(deal, Stage.QUALIFICATION, by=rep, at=days_ago(9))
+    make_deal(outsider, at=days_ago(20))
+    recompute.recompute_all()
+    DirtyDay.objects.all().delete()
+    rep.first_name = "Renamed"
+    rep.save()
+    assert marked_days() == set()
+    assert stored("leads", grain="day", day=days_ago(12), slice_key=f"team:{team_a.pk}") == 1
+    rep.team = team_b
+    rep.save()
+    # Every day from the rep's first deal: a team slice is its members' deals.
+    assert marked_days() == {local_date(days_ago(d)) for d in range(13)}
+    recompute.recompute_all_dirty()
+    lead_day = local_date(days_ago(12))
+    assert stored("leads", grain="day", day=lead_day, slice_key=f"team:{team_b.pk}") == 1
+    assert stored("leads", grain="day", day=lead_day, slice_key=f"team:{team_a.pk}") is None
+    incremental = snapshot_rows()
+    recompute.recompute_all()
+    assert incremental == snapshot_rows()
+
+
+def test_deleting_a_team_marks_the_days_of_its_members_deals(rep, teammate, team_a):
+    make_deal(rep, at=days_ago(5))
+    make_deal(teammate, at=days_ago(8))
+    recompute.recompute_all()
+    team = team_a.pk
+    assert stored("leads", grain="month", day=local_date(days_ago(8)), slice_key=f"team:{team}")
+    DirtyDay.objects.all().delete()
+    team_a.delete()
+    assert marked_days() == {local_date(days_ago(d)) for d in range(9)}
+    recompute.recompute_all_dirty()
+    for d in (5, 8):
+        day = local_date(days_ago(d))
+        assert stored("leads", grain="day", day=day, slice_key=f"team:{team}") is None
+    incremental = snapshot_rows()
+    recompute.recompute_all()
+    assert incremental == snapshot_rows()

@@ -313,7 +313,7 @@ def test_the_medians_of_a_few_slices_equal_those_of_every_slice(
     )
     everything = {
         (bucket, key): medians
-        for bucket, key, _, _, medians in family.rolled_up(Grain.MONTH, first.start_at, end.end_at)
+        for bucket, key, _, medians in family.rolled_up(Grain.MONTH, first.start_at, end.end_at)
     }
     keys = {"company", f"rep:{rep.pk}", f"team:{outsider.team_id}"}
     few = {
