@@ -15,6 +15,7 @@ that really counted it.
 import functools
 import heapq
 import operator
+import sys
 from dataclasses import dataclass, field
 
 from django.db.models import Q
@@ -117,6 +118,34 @@ class DealList:
                 by_pk[pk].counted_at = moment
                 deals.append(by_pk[pk])
         return deals
+
+    def every(self, user, chunk=2000):
+        """Every deal of the list ``user`` may see, in the pages' order (``page``), with
+        ``counted_at`` set: the CSV export lists what the pages do, in the same order."""
+        part = self.parts[0]
+        visible = _owner_filter(visible_owner_ids(user))
+        if len(self.parts) == 1 and part.family.model is Deal and part.family.moment_column:
+            rows = (
+                part.rows.filter(visible(""))
+                .select_related(*RELATED)
+                .order_by(f"-{part.family.moment_column}", "-pk")
+            )
+            for deal in rows.iterator(chunk_size=chunk):
+                deal.counted_at = deal._moment
+                yield deal
+            return
+        counted = self._counted(visible, sys.maxsize)
+        for i in range(0, len(counted), chunk):
+            part_ = counted[i : i + chunk]
+            by_pk = (
+                Deal.objects.visible_to(user)
+                .select_related(*RELATED)
+                .in_bulk([pk for pk, _ in part_])
+            )
+            for pk, moment in part_:
+                if pk in by_pk:
+                    by_pk[pk].counted_at = moment
+                    yield by_pk[pk]
 
     def _counted(self, visible, wanted):
         """[(deal id, moment)] of the first ``wanted`` deals, newest first."""

@@ -235,12 +235,6 @@ def deals(request):
     )
     stored_reading = data.Reading(kpi, period, slice_key, breakdown, value, num, den)
     if params.get("format") == "csv":
-        deals_qs = (
-            chosen.queryset()
-            .visible_to(request.user)
-            .select_related("owner", "company", "channel")
-            .order_by("-entered_lead_at", "-pk")
-        )
         return csv_response(
             f"{code}-{side}-{period.label}",
             [
@@ -251,6 +245,7 @@ def deals(request):
                 _("Status"),
                 _("Current value"),
                 _("Created"),
+                _("Counted on"),
             ],
             (
                 [
@@ -262,8 +257,9 @@ def deals(request):
                     d.get_status_display(),
                     d.current_value_base,
                     timezone.localtime(d.entered_lead_at).date().isoformat(),
+                    timezone.localtime(d.counted_at).date().isoformat(),
                 ]
-                for d in deals_qs.iterator(chunk_size=2000)
+                for d in chosen.every(request.user)
             ),
             meta=[
                 (_("KPI"), str(kpi.label)),

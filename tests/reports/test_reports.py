@@ -8,7 +8,9 @@ from decimal import Decimal
 import pytest
 
 from funnel.models import Deal
+from kpis.drilldown import deals_behind
 from kpis.models import Target
+from kpis.periods import Period, local_date
 from kpis.recompute import recompute_period
 from tests.reports.conftest import MARCH
 
@@ -330,12 +332,43 @@ def test_the_drill_down_exports_its_deals(client, manager, rep, dataset):
         "/reports/deals/?kpi=offer_acceptance_pct&grain=month&period=2026-03-01"
         f"&slice=rep:{rep.pk}&side=denominator&format=csv"
     )
-    lines = csv_lines(client.get(url))
-    titles = [line[1] for line in lines if len(line) > 2 and line[0].isdigit()]
-    assert titles == ["Rejected deal", "Accepted deal"]
+    rows = [line for line in csv_lines(client.get(url)) if len(line) > 2 and line[0].isdigit()]
+    assert [row[1] for row in rows] == ["Rejected deal", "Accepted deal"]
+    # The pages' order, and the moment that counted each deal (its first offer sent).
+    _, denominator = deals_behind(
+        "offer_acceptance_pct", Period.parse("month", "2026-03-01"), f"rep:{rep.pk}"
+    )
+    page = denominator.page(manager, 0, 10)
+    assert [int(row[0]) for row in rows] == [deal.pk for deal in page]
+    assert [row[-1] for row in rows] == [local_date(deal.counted_at).isoformat() for deal in page]
 
 
 def test_the_filter_form_shows_the_month_grain_by_default(client, manager, dataset):
     client.force_login(manager)
     content = client.get(OFFER_MARCH).content.decode()
     assert '<option value="month" selected>' in content
+
+
+def test_a_drill_down_of_two_populations_exports_them_in_the_pages_order(client, manager, rep):
+    # Won and lost opportunities: two families merged newest first by the moment of each.
+    from funnel import domain
+    from funnel.stages import Stage
+    from tests.factories import days_ago, deal_in_stage, lost_reason, won_deal
+
+    won = won_deal(rep, start_days_ago=30)  # won three days ago
+    lost = deal_in_stage(rep, Stage.NEEDS, start_days_ago=20)
+    domain.mark_lost(lost, lost_reason("price"), by=rep, at=days_ago(3, hour=13))
+    period = Period.containing("day", local_date(days_ago(3)))
+    recompute_period("day", period.start)
+    client.force_login(manager)
+    url = (
+        f"/reports/deals/?kpi=win_rate_pct&grain=day&period={period.start.isoformat()}"
+        f"&slice=rep:{rep.pk}&side=denominator&format=csv"
+    )
+    rows = [line for line in csv_lines(client.get(url)) if len(line) > 2 and line[0].isdigit()]
+    _, denominator = deals_behind("win_rate_pct", period, f"rep:{rep.pk}")
+    assert len(denominator.parts) == 2
+    page = denominator.page(manager, 0, 10)
+    assert [deal.pk for deal in page] == [lost.pk, won.pk]  # the later moment first
+    assert [int(row[0]) for row in rows] == [lost.pk, won.pk]
+    assert [row[-1] for row in rows] == [local_date(deal.counted_at).isoformat() for deal in page]
