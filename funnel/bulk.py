@@ -2,8 +2,6 @@
 and the import's fast path (funnel/import_bulk.py). Both replay the domain functions
 in memory and write the rows those functions would write, column by column."""
 
-import operator
-
 from django.db import connection, models
 from psycopg.types.json import Jsonb
 
@@ -64,7 +62,7 @@ def cents(value):
     return None if value is None else value.quantize(CENT)
 
 
-def copy_rows(model, columns, rows):
+def _copy_rows(model, columns, rows):
     """PostgreSQL: write ``rows`` (tuples of the fields ``columns``, by attribute
     name, as database values) into ``model``'s table with one COPY."""
     quote = connection.ops.quote_name
@@ -94,7 +92,7 @@ def insert_rows(model, columns, rows, batch_size=INSERT_BATCH_SIZE):
     ]
     if converters:
         rows = (_converted(row, converters) for row in rows)
-    copy_rows(model, columns, rows)
+    _copy_rows(model, columns, rows)
 
 
 def _converted(row, converters):
@@ -102,18 +100,6 @@ def _converted(row, converters):
     for i, convert in converters:
         row[i] = convert(row[i])
     return row
-
-
-def insert_objects(model, objects, batch_size=2000):
-    """Write new, unsaved ``objects`` of ``model`` (``insert_rows``)."""
-    if not objects:
-        return
-    if connection.vendor != "postgresql":
-        model.objects.bulk_create(objects, batch_size=batch_size)
-        return
-    columns = [f.attname for f in model._meta.concrete_fields if not f.primary_key]
-    get = operator.attrgetter(*columns)
-    insert_rows(model, columns, (get(o) for o in objects))
 
 
 #: Fields whose Python value psycopg takes as Django's PostgreSQL backend would pass

@@ -53,6 +53,16 @@ class Measures:
             sums = self.sums[key][family]
             sums[measure] = ledger.add(sums.get(measure), value)
 
+    def set_sums(self, key, family, sums):
+        """The sums of ``family`` at ``key`` as the database gave them (None: no row)."""
+        self.sums[key][family] = {m: v for m, v in sums.items() if v is not None}
+
+    def set_medians(self, key, family, medians):
+        """The medians of ``family`` at ``key`` as the database took them."""
+        for measure, value in medians.items():
+            if value is not None:
+                self.medians[key][(family, measure)] = number(value)
+
     def get(self, key, family, measure):
         value = self.sums.get(key, {}).get(family, {}).get(measure)
         return Decimal(0) if value is None else number(value)
@@ -171,16 +181,13 @@ def _gather_rolled_up(grain, start_at, end_at, medians_of=None):
         for bucket, slice_key, sums, medians in family.rolled_up(grain, start_at, end_at, members):
             key = (bucket, slice_key, "")
             if medians_of is None:
-                measures.sums[key][name] = {m: v for m, v in sums.items() if v is not None}
-            for m, v in medians.items():
-                if v is not None:
-                    measures.medians[key][(name, m)] = number(v)
+                measures.set_sums(key, name, sums)
+            measures.set_medians(key, name, medians)
         if medians_of is None and breakdown_types:
             for bucket, slice_key, bt, value, sums in family.rolled_up_breakdowns(
                 grain, start_at, end_at, sorted(breakdown_types), members
             ):
-                key = (bucket, slice_key, breakdown_key(bt, value))
-                measures.sums[key][name] = {m: v for m, v in sums.items() if v is not None}
+                measures.set_sums((bucket, slice_key, breakdown_key(bt, value)), name, sums)
     return measures
 
 
@@ -503,9 +510,7 @@ def refresh_larger_medians(periods_by_grain):
     for name in sorted(MEDIAN_FAMILIES):
         rows = FAMILIES[name].medians_by_grains(grains, start_at, end_at, members)
         for grain, bucket, key, medians in rows:
-            for measure, value in medians.items():
-                if value is not None:
-                    fresh[grain].medians[(bucket, key, "")][(name, measure)] = number(value)
+            fresh[grain].set_medians((bucket, key, ""), name, medians)
     for grain, periods in periods_by_grain.items():
         ledger.refresh_medians(grain, [p.start for p in periods], MEDIAN_FAMILIES, fresh[grain])
 
@@ -523,9 +528,7 @@ def _slice_medians(grain, start_at, end_at, slices, fresh):
                 for bucket, key, _, medians in family.rolled_up(grain, start_at, end_at, members)
             )
         for bucket, key, medians in rows:
-            for measure, value in medians.items():
-                if value is not None:
-                    fresh.medians[(bucket, key, "")][(name, measure)] = number(value)
+            fresh.set_medians((bucket, key, ""), name, medians)
 
 
 def store(grain, periods, now=None, medians_of=MEDIAN_FAMILIES, days_fresh=False):

@@ -96,56 +96,35 @@ class DealList:
     def page(self, user, offset, limit):
         """Deals ``offset`` to ``offset + limit`` of those ``user`` may see, newest
         first by the moment that counted them (``counted_at`` on each), then by id."""
-        part = self.parts[0]
         visible = _owner_filter(visible_owner_ids(user))
-        if len(self.parts) == 1 and part.family.model is Deal and part.family.moment_column:
-            # The moment is an indexed column of the deal: one query reads the page.
-            deals = list(
-                part.rows.filter(visible(""))
-                .select_related(*RELATED)
-                .order_by(f"-{part.family.moment_column}", "-pk")[offset : offset + limit]
-            )
-            for deal in deals:
-                deal.counted_at = deal._moment
-            return deals
-        counted = self._counted(visible, offset + limit)[offset:]
-        by_pk = (
-            Deal.objects.visible_to(user).select_related(*RELATED).in_bulk([d for d, _ in counted])
-        )
-        deals = []
-        for pk, moment in counted:
-            if pk in by_pk:
-                by_pk[pk].counted_at = moment
-                deals.append(by_pk[pk])
-        return deals
+        by_column = self._by_column(visible)
+        if by_column is not None:
+            return list(_counted_on(by_column[offset : offset + limit]))
+        return list(_with_deals(user, self._counted(visible, offset + limit)[offset:]))
 
     def every(self, user, chunk=2000):
         """Every deal of the list ``user`` may see, in the pages' order (``page``), with
         ``counted_at`` set: the CSV export lists what the pages do, in the same order."""
-        part = self.parts[0]
         visible = _owner_filter(visible_owner_ids(user))
-        if len(self.parts) == 1 and part.family.model is Deal and part.family.moment_column:
-            rows = (
-                part.rows.filter(visible(""))
-                .select_related(*RELATED)
-                .order_by(f"-{part.family.moment_column}", "-pk")
-            )
-            for deal in rows.iterator(chunk_size=chunk):
-                deal.counted_at = deal._moment
-                yield deal
+        by_column = self._by_column(visible)
+        if by_column is not None:
+            yield from _counted_on(by_column.iterator(chunk_size=chunk))
             return
         counted = self._counted(visible, sys.maxsize)
         for i in range(0, len(counted), chunk):
-            part_ = counted[i : i + chunk]
-            by_pk = (
-                Deal.objects.visible_to(user)
-                .select_related(*RELATED)
-                .in_bulk([pk for pk, _ in part_])
-            )
-            for pk, moment in part_:
-                if pk in by_pk:
-                    by_pk[pk].counted_at = moment
-                    yield by_pk[pk]
+            yield from _with_deals(user, counted[i : i + chunk])
+
+    def _by_column(self, visible):
+        """The visible deals newest first, when the moment is an indexed column of the
+        deal (one query reads any page); None otherwise."""
+        part = self.parts[0]
+        if len(self.parts) > 1 or part.family.model is not Deal or not part.family.moment_column:
+            return None
+        return (
+            part.rows.filter(visible(""))
+            .select_related(*RELATED)
+            .order_by(f"-{part.family.moment_column}", "-pk")
+        )
 
     def _counted(self, visible, wanted):
         """[(deal id, moment)] of the first ``wanted`` deals, newest first."""
@@ -185,6 +164,23 @@ class DealList:
             ):
                 out[(index, key)] = moment
         return out
+
+
+def _counted_on(deals):
+    """Deals read with their family moment (``_moment``), as ``counted_at``."""
+    for deal in deals:
+        deal.counted_at = deal._moment
+        yield deal
+
+
+def _with_deals(user, counted):
+    """The deals of ``counted`` ([(deal id, moment)]) that ``user`` may see, in that
+    order, with ``counted_at`` set: one query."""
+    by_pk = Deal.objects.visible_to(user).select_related(*RELATED).in_bulk([d for d, _ in counted])
+    for pk, moment in counted:
+        if pk in by_pk:
+            by_pk[pk].counted_at = moment
+            yield by_pk[pk]
 
 
 def _candidates(index, part, source, visible):

@@ -357,13 +357,18 @@ class Family:
         )
         return qs, ["_bucket", *(f"_s_{t}" for t in ROLLUP_FIELDS)]
 
-    def _rollup_input(self, grain, start_at, end_at, members, columns=None, medians=None):
+    def _rollup_input(
+        self, grain, start_at, end_at, members, columns=None, medians=None, sums=True
+    ):
         """(inner SQL, params, sum input names) of a roll-up: the rows of the range with
-        their bucket, slice columns, ``columns`` ({alias: path}), each measure's
-        per-row input and ``medians``' values; None when no row can be in the range."""
+        their bucket, slice columns, ``columns`` ({alias: expression}), each measure's
+        per-row input (with ``sums``) and ``medians``' values; None when no row can be
+        in the range."""
         qs, names = self._sliced(grain, start_at, end_at, members)
-        columns = {alias: F(path) for alias, path in (columns or {}).items()}
-        inputs = {f"_m_{name}": row_expression(agg) for name, agg in self.measures.items()}
+        columns = columns or {}
+        inputs = {}
+        if sums:
+            inputs = {f"_m_{name}": row_expression(agg) for name, agg in self.measures.items()}
         qs = qs.annotate(**columns, **inputs, **(medians or {}))
         qs = qs.order_by().values(*names, *columns, *inputs, *(medians or {}))
         try:
@@ -389,10 +394,9 @@ class Family:
             *(f'SUM("{name}")' for name in inputs),
             *(f'percentile_cont(0.5) WITHIN GROUP (ORDER BY "{name}")' for name in medians),
         ]
-        sets = ", ".join(["()", *(f"({c})" for c in SLICE_COLUMNS)])
         sql = (
             f"SELECT {', '.join(select)} FROM ({inner}) AS family "
-            f'GROUP BY "_bucket", GROUPING SETS ({sets})'
+            f'GROUP BY "_bucket", GROUPING SETS ({_with_slices()})'
         )
         n = len(SLICE_COLUMNS)
         measure_names, median_names = list(self.measures), list(self.medians)
@@ -415,8 +419,10 @@ class Family:
         out. Yields (bucket, slice key, breakdown type, breakdown value, {measure:
         value})."""
         names = [f"_b_{t}" for t in breakdown_types]
-        paths = {n: self.breakdown_field(t) for n, t in zip(names, breakdown_types, strict=True)}
-        query = self._rollup_input(grain, start_at, end_at, members, columns=paths)
+        columns = {
+            n: F(self.breakdown_field(t)) for n, t in zip(names, breakdown_types, strict=True)
+        }
+        query = self._rollup_input(grain, start_at, end_at, members, columns=columns)
         if query is None:
             return
         inner, params, inputs = query
@@ -429,12 +435,9 @@ class Family:
             *(f"GROUPING({c})" for c in breakdowns),
             *(f'SUM("{name}")' for name in inputs),
         ]
-        sets = ", ".join(
-            f"({b}{', ' + s if s else ''})" for b in breakdowns for s in ("", *SLICE_COLUMNS)
-        )
         sql = (
             f"SELECT {', '.join(select)} FROM ({inner}) AS family "
-            f'GROUP BY "_bucket", GROUPING SETS ({sets})'
+            f'GROUP BY "_bucket", GROUPING SETS ({_with_slices(breakdowns)})'
         )
         n, b = len(SLICE_COLUMNS), len(breakdowns)
         measure_names = list(self.measures)
@@ -460,12 +463,12 @@ class Family:
             return
         buckets = {f"_g_{grain}": self.bucket(grain) for grain in grains}
         medians = {f"_d_{n}": e for n, e in self.medians.items()}
-        qs, names = self._sliced(grains[0], start_at, end_at, members)
-        qs = qs.annotate(**buckets, **medians).order_by()
-        try:
-            inner, params = qs.values(*names[1:], *buckets, *medians).query.sql_with_params()
-        except EmptyResultSet:  # no row can be in the range (``Family.in_range``)
+        query = self._rollup_input(
+            grains[0], start_at, end_at, members, columns=buckets, medians=medians, sums=False
+        )
+        if query is None:
             return
+        inner, params, _ = query
         bucket_columns = [f'"{name}"' for name in buckets]
         select = [
             *bucket_columns,
@@ -474,10 +477,10 @@ class Family:
             *(f"GROUPING({c})" for c in SLICE_COLUMNS),
             *(f'percentile_cont(0.5) WITHIN GROUP (ORDER BY "{name}")' for name in medians),
         ]
-        sets = ", ".join(
-            f"({b}{', ' + s if s else ''})" for b in bucket_columns for s in ("", *SLICE_COLUMNS)
+        sql = (
+            f"SELECT {', '.join(select)} FROM ({inner}) AS family "
+            f"GROUP BY GROUPING SETS ({_with_slices(bucket_columns)})"
         )
-        sql = f"SELECT {', '.join(select)} FROM ({inner}) AS family GROUP BY GROUPING SETS ({sets})"
         g, n = len(grains), len(SLICE_COLUMNS)
         names = list(self.medians)
         with connection.cursor() as cursor:
@@ -533,6 +536,16 @@ class Family:
         qs, columns = self._grouped(grain, start_at, end_at)
         qs = qs.annotate(**{f"_m_{name}": expr for name, expr in self.medians.items()})
         return qs.order_by().values(*columns, *(f"_m_{name}" for name in self.medians))
+
+
+def _with_slices(leading=("",)):
+    """Grouping sets: each of the ``leading`` columns ("": none) alone and with each
+    slice column."""
+    return ", ".join(
+        "(" + ", ".join(c for c in (lead, s) if c) + ")"
+        for lead in leading
+        for s in ("", *SLICE_COLUMNS)
+    )
 
 
 def _slice_key(values, grouping):

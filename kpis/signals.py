@@ -1,6 +1,6 @@
 """Inputs of KPIs that are not deals: spend, sales cost, targets, forecasts, stage
-settings, a company's churn date and a rep's team. Saving or deleting one marks the days it affects
-dirty, whatever saved it (admin, import, API)."""
+settings, a company's churn date and a rep's team. Saving or deleting one marks the
+days it affects dirty, whatever saved it (admin, import, API)."""
 
 import calendar
 import datetime
@@ -33,12 +33,20 @@ def _stage_setting_changed(sender, instance, **kwargs):
     mark_days([today()])
 
 
-def _company_saving(sender, instance, raw=False, **kwargs):
-    instance._churned_before = (
-        None
-        if raw or instance.pk is None
-        else Company.objects.filter(pk=instance.pk).values_list("churned_at", flat=True).first()
-    )
+def _stored(instance, field, raw, update_fields):
+    """``field``'s stored value before a save (None for a new row or a fixture load):
+    the current one, without a query, when the save writes other fields only (a
+    login saves ``last_login`` alone)."""
+    attname = instance._meta.get_field(field).attname
+    if update_fields is not None and not {field, attname} & set(update_fields):
+        return getattr(instance, attname)
+    if raw or instance.pk is None:
+        return None
+    return type(instance).objects.filter(pk=instance.pk).values_list(attname, flat=True).first()
+
+
+def _company_saving(sender, instance, raw=False, update_fields=None, **kwargs):
+    instance._churned_before = _stored(instance, "churned_at", raw, update_fields)
 
 
 def _company_saved(sender, instance, raw=False, **kwargs):
@@ -69,12 +77,8 @@ def _mark_owners(owners):
         mark_days(days_since(earliest))
 
 
-def _user_saving(sender, instance, raw=False, **kwargs):
-    instance._team_before = (
-        None
-        if raw or instance.pk is None
-        else User.objects.filter(pk=instance.pk).values_list("team_id", flat=True).first()
-    )
+def _user_saving(sender, instance, raw=False, update_fields=None, **kwargs):
+    instance._team_before = _stored(instance, "team", raw, update_fields)
 
 
 def _user_saved(sender, instance, raw=False, created=False, **kwargs):

@@ -14,7 +14,7 @@ from funnel.stages import Stage
 from kpis import compute, dirty, ledger, recompute
 from kpis.models import DirtyDay, KpiSnapshot, LedgerState, PeriodMeasures
 from kpis.periods import GRAINS, Grain, Period, local_date, start_of, today
-from tests.factories import days_ago, deal_in_stage, lost_reason, make_deal
+from tests.factories import days_ago, deal_in_stage, lost_reason, make_deal, won_deal
 from tests.kpis.builders import snapshot_rows
 
 
@@ -374,3 +374,56 @@ def test_a_run_of_days_reads_the_day_before_from_the_ledger_unless_it_is_marked(
     recompute.recompute_period(Grain.DAY, yesterday.start)
     assert starts == [before.start_at]
     assert growth() == (Decimal("25"), Decimal("100"), Decimal("400"))
+
+
+@pytest.mark.postgres
+def test_the_medians_of_every_larger_grain_at_once_equal_those_of_each_grain(
+    on_postgres, rep, teammate, outsider
+):
+    """``Family.medians_by_grains`` (one query, a grouping set per grain and slice type,
+    the full recompute's) reads what ``Family.rolled_up`` reads grain by grain."""
+    for owner, start in ((rep, 40), (rep, 33), (teammate, 50), (outsider, 20)):
+        won_deal(owner, start_days_ago=start)
+    start_at = Period.containing(Grain.YEAR, days_ago(60)).start_at
+    end_at = Period.containing(Grain.YEAR, today()).end_at
+    grains = [Grain.WEEK, Grain.MONTH, Grain.QUARTER, Grain.YEAR]
+    for name in sorted(compute.MEDIAN_FAMILIES):
+        family = compute.FAMILIES[name]
+        at_once = {
+            (grain, bucket, key): medians
+            for grain, bucket, key, medians in family.medians_by_grains(grains, start_at, end_at)
+        }
+        by_grain = {
+            (grain, bucket, key): medians
+            for grain in grains
+            for bucket, key, _, medians in family.rolled_up(grain, start_at, end_at)
+        }
+        assert at_once == by_grain, name
+        assert len(at_once) >= 4 * 4, name  # every grain: company, two reps, two teams
+
+
+@pytest.mark.postgres
+def test_the_database_roll_up_equals_the_python_one_breakdowns_included(
+    on_postgres, rep, teammate, outsider
+):
+    """The PostgreSQL gather (grouping sets; a family's breakdowns in one query) reads
+    every family, slice and breakdown as the portable one rolled up here does."""
+    from tests.factories import ChannelFactory
+
+    web = ChannelFactory(name="Web")
+    for owner, start, source in ((rep, 40, "Fair"), (teammate, 30, ""), (outsider, 20, "Web")):
+        deal = deal_in_stage(
+            owner, Stage.OFFER, start_days_ago=start, channel=web, heard_from=source
+        )
+        domain.mark_lost(deal, lost_reason("price"), by=owner, at=days_ago(start - 8))
+        won_deal(owner, start_days_ago=start + 5, segment="smb", industry="it")
+    start_at = Period.containing(Grain.MONTH, days_ago(60)).start_at
+    end_at = Period.containing(Grain.MONTH, today()).end_at
+    rolled = compute._gather_rolled_up(Grain.MONTH, start_at, end_at).prune()
+    portable = compute._gather_python(Grain.MONTH, start_at, end_at).prune()
+    assert {k: dict(v) for k, v in rolled.sums.items()} == {
+        k: dict(v) for k, v in portable.sums.items()
+    }
+    breakdowns = {key[2].split(":", 1)[0] for key in rolled.sums if key[2]}
+    assert breakdowns == {"source", "reason", "stage", "segment", "industry"}
+    assert any(key[1].startswith("team:") and key[2] for key in rolled.sums)
