@@ -332,6 +332,8 @@ class OfferSerializer(serializers.ModelSerializer):
             "status",
             "notes",
             "created_by",
+            "sent_by",
+            "responded_by",
         ]
         read_only_fields = fields
 

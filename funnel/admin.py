@@ -310,10 +310,12 @@ class OfferInline(DealRowInline):
         "value_base",
         "prep_started_at",
         "sent_at",
-        "responded_at",
         "created_by",
+        "sent_by",
+        "responded_at",
+        "responded_by",
     )
-    row_select_related = ("created_by",)
+    row_select_related = ("created_by", "sent_by", "responded_by")
 
 
 class NegotiationRoundInline(DealRowInline):

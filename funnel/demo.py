@@ -1548,12 +1548,14 @@ class _Replay:
                 "status": DRAFT,
                 "notes": notes,
                 "created_by_id": by,
+                "sent_by_id": None,
+                "responded_by_id": None,
             }
         )
 
     def send_offer(self, at, by, *, version):
         offer = self.offers[version - 1]
-        offer.update(sent_at=at, status=SENT)
+        offer.update(sent_at=at, sent_by_id=by, status=SENT)
         offer["value_base"] = self.to_base(offer["value"], self.d["currency"], at)
         for earlier in self.offers[: version - 1]:
             if earlier["status"] in (DRAFT, SENT):
@@ -1562,13 +1564,13 @@ class _Replay:
 
     def accept_offer(self, at, by, *, version):
         offer = self.offers[version - 1]
-        offer.update(status=ACCEPTED, responded_at=at)
+        offer.update(status=ACCEPTED, responded_at=at, responded_by_id=by)
         d = self.d
         if d["agreed_value"] is None and STAGE_INDEX[d["stage"]] >= STAGE_INDEX[OFFER]:
             self.agree_terms(at, by, agreed_value=offer["value"])
 
     def reject_offer(self, at, by, *, version):
-        self.offers[version - 1].update(status=REJECTED, responded_at=at)
+        self.offers[version - 1].update(status=REJECTED, responded_at=at, responded_by_id=by)
 
     def add_round(self, at, by, *, proposed_value, discount_pct=0, notes=""):
         self.round_count += 1

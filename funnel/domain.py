@@ -668,9 +668,10 @@ def send_offer(offer, *, by, at=None, expected_version=None):
                 code="out_of_order",
             )
         offer.sent_at = at
+        offer.sent_by = by
         offer.status = OfferStatus.SENT
         offer.value_base = to_base(offer.value, deal.currency, at)
-        offer.save(update_fields=["sent_at", "status", "value_base"])
+        offer.save(update_fields=["sent_at", "sent_by", "status", "value_base"])
         Offer.objects.filter(
             deal=deal,
             version__lt=offer.version,
@@ -697,7 +698,8 @@ def _respond(offer, status, *, by, at, expected_version):
             )
         offer.status = status
         offer.responded_at = at
-        offer.save(update_fields=["status", "responded_at"])
+        offer.responded_by = by
+        offer.save(update_fields=["status", "responded_at", "responded_by"])
         mark_deal(deal)
     return deal
 

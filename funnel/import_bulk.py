@@ -495,6 +495,8 @@ class _Replay:
             "status": DRAFT,
             "notes": "",
             "created_by_id": self.by,
+            "sent_by_id": None,
+            "responded_by_id": None,
         }
 
     def send_offer(self, at):
@@ -503,6 +505,7 @@ class _Replay:
         if self.d["status"] != OPEN or offer["status"] != DRAFT or at < offer["prep_started_at"]:
             raise Refused
         offer["sent_at"] = at
+        offer["sent_by_id"] = self.by
         offer["status"] = SENT
         offer["value_base"] = self.to_base(offer["value"], at)
         self.d["current_value_base"] = self.current_value()
@@ -519,6 +522,7 @@ class _Replay:
             raise Refused
         offer["status"] = status
         offer["responded_at"] = at
+        offer["responded_by_id"] = self.by
         if status == ACCEPTED and d["agreed_value"] is None and INDEX[d["stage"]] >= INDEX[OFFER]:
             self.agree_terms(offer["value"], None, at)
 

@@ -703,6 +703,24 @@ class Offer(models.Model):
         blank=True,
         related_name="+",
     )
+    # Who recorded the sending and the client's answer (``domain.send_offer``,
+    # ``accept_offer``, ``reject_offer``): not always the offer's author.
+    sent_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("sent by"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    responded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("response recorded by"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
 
     objects = RelatedToDealQuerySet.as_manager()
 

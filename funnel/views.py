@@ -340,7 +340,7 @@ def _render_deal(request, deal, *, bound=None, conflict=None, status=200):
         "history": history,
         "progress": _progress(deal, history),
         "activities": deal.activities.select_related("by"),
-        "offers": list(deal.offers.all()),
+        "offers": list(deal.offers.select_related("sent_by", "responded_by")),
         "rounds": deal.rounds.select_related("by"),
         "changes": deal.changes.select_related("by") if user.can_reopen else None,
         "forms": forms,

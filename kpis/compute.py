@@ -16,7 +16,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import User
-from funnel.bulk import insert_rows
+from funnel.bulk import insert_rows, update_rows
 from kpis import company, dirty, ledger
 from kpis.definitions import KPIS
 from kpis.families import FAMILIES, team_members_of_all
@@ -382,21 +382,11 @@ def replace(stored, rows):
             if pk is None:
                 created.append(row)
             elif _reading(row) != reading:
-                updated.append(
-                    KpiSnapshot(
-                        pk=pk,
-                        value=row.value,
-                        numerator=row.numerator,
-                        denominator=row.denominator,
-                        extra=row.extra,
-                    )
-                )
+                updated.append((pk, row.value, row.numerator, row.denominator, row.extra))
         gone = [pk for pk, _ in existing.values()]
         for i in range(0, len(gone), 5000):
             KpiSnapshot.objects.filter(pk__in=gone[i : i + 5000]).delete()
-        KpiSnapshot.objects.bulk_update(
-            updated, ["value", "numerator", "denominator", "extra"], batch_size=500
-        )
+        update_rows(KpiSnapshot, ["value", "numerator", "denominator", "extra"], updated)
         if rows:
             # The period's "computed at" (its newest row, reports.data.computed_at)
             # moves with every recompute: the company rows carry it; any other row

@@ -19,12 +19,14 @@ from django.core.exceptions import EmptyResultSet
 from django.db import connection
 from django.db.models import (
     BigIntegerField,
+    BooleanField,
     Case,
     Count,
     DateField,
     DateTimeField,
     DurationField,
     Exists,
+    Expression,
     ExpressionWrapper,
     F,
     OuterRef,
@@ -133,6 +135,37 @@ def _listed(querysets):
         if len(ids) > most:
             return None
     return sorted(ids)
+
+
+class Among(Expression):
+    """``column = ANY(%s)``: one array parameter for a listed set of ids, where
+    ``column IN (%s, %s, ...)`` sends thousands of parameters (the client splits and
+    quotes each; PostgreSQL parses and plans each). PostgreSQL only; ``among`` picks."""
+
+    conditional = True
+    output_field = BooleanField()
+
+    def __init__(self, column, ids):
+        super().__init__()
+        self.column = F(column) if isinstance(column, str) else column
+        self.ids = list(ids)
+
+    def get_source_expressions(self):
+        return [self.column]
+
+    def set_source_expressions(self, exprs):
+        (self.column,) = exprs
+
+    def as_sql(self, compiler, connection):
+        sql, params = compiler.compile(self.column)
+        return f"{sql} = ANY(%s)", (*params, self.ids)
+
+
+def among(column, ids):
+    """The rows whose ``column`` is one of ``ids`` (a list)."""
+    if connection.vendor == "postgresql":
+        return Among(column, ids)
+    return Q(**{f"{column}__in": ids})
 
 
 def team_members(team_id):
@@ -290,11 +323,13 @@ class Family:
             elif not ids:
                 qs = qs.none()
             elif self.model is Deal:
-                qs = qs.filter(pk__in=ids)
+                qs = qs.filter(among("pk", ids))
             else:
                 # Their deals listed too: PostgreSQL looks them up by key instead of
                 # hashing every deal to join a few thousand rows.
-                qs = qs.filter(pk__in=[i for i, _ in ids], deal_id__in=sorted({d for _, d in ids}))
+                qs = qs.filter(
+                    among("pk", [i for i, _ in ids]), among("deal_id", sorted({d for _, d in ids}))
+                )
         return qs
 
     def slice_q(self, slice_type, value, prefix):

@@ -24,7 +24,7 @@ from decimal import Decimal
 from django.db import transaction
 from django.utils import timezone
 
-from funnel.bulk import insert_rows
+from funnel.bulk import insert_rows, update_rows
 from kpis.models import LedgerState, PeriodMeasures
 from kpis.periods import Grain, start_of
 
@@ -277,7 +277,7 @@ def _add(grain, delta):
             row.sums = _encode_sums(sums)
             updated.append(row)
     PeriodMeasures.objects.filter(pk__in=gone).delete()
-    PeriodMeasures.objects.bulk_update(updated, ["sums"], batch_size=500)
+    update_rows(PeriodMeasures, ["sums"], [(row.pk, row.sums) for row in updated])
     _insert(created)
 
 
@@ -322,5 +322,5 @@ def refresh_medians(grain, starts, families, measures, slices=None):
                     row.medians = medians
                     updated.append(row)
         PeriodMeasures.objects.filter(pk__in=gone).delete()
-        PeriodMeasures.objects.bulk_update(updated, ["medians"], batch_size=500)
+        update_rows(PeriodMeasures, ["medians"], [(row.pk, row.medians) for row in updated])
         _insert(created)

@@ -188,8 +188,24 @@ def main():
     deals = int(os.environ.get("BENCH_DEALS", "100000"))
     py = str(ROOT / ".venv" / "bin" / "python")
     with postgres_server() as database_url, redis_server() as redis:
-        env = {**os.environ, "DATABASE_URL": database_url, "DEBUG": "true", "REDIS_URL": redis.url}
+        # As production runs: DEBUG off (no query log kept), static files collected
+        # (the report pages render through the manifest storage).
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis.url,
+            "DEBUG": "false",
+            "SECRET_KEY": "bench-only-secret-key-not-for-any-deployment",
+            "ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",
+            "SECURE_SSL_REDIRECT": "false",
+            "SESSION_COOKIE_SECURE": "false",
+            "CSRF_COOKIE_SECURE": "false",
+            "LOG_LEVEL": "WARNING",
+        }
         subprocess.run([py, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+        subprocess.run(
+            [py, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=env, check=True
+        )
         t = time.perf_counter()
         subprocess.run(
             [py, "manage.py", "seed_demo", "--deals", str(deals), "--seed", "1"],

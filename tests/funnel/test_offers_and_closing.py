@@ -202,6 +202,17 @@ def test_sending_a_version_keeps_the_clients_earlier_answers(rep):
     assert [(v, status) for v, status, *_ in offers(deal)] == [(1, "rejected"), (2, "sent")]
 
 
+def test_each_step_of_an_offer_records_who_recorded_it(rep, manager):
+    deal = in_offer(rep)
+    v1 = domain.start_offer(deal, value=Decimal("9000"), by=rep)
+    assert (v1.sent_by, v1.responded_by) == (None, None)
+    domain.send_offer(v1, by=manager, at=days_ago(16))
+    domain.reject_offer(v1, by=rep, at=days_ago(15))
+
+    v1.refresh_from_db()
+    assert (v1.created_by, v1.sent_by, v1.responded_by) == (rep, manager, rep)
+
+
 def test_the_current_value_follows_the_latest_sent_offer_until_terms_are_agreed(rep):
     deal = in_offer(rep, value=Decimal("10000"))
     assert current_value(deal) == Decimal("10000.00")
@@ -234,6 +245,7 @@ def test_accepting_an_offer_makes_its_value_the_agreed_value(rep, manager):
 
     offer.refresh_from_db()
     assert (offer.status, offer.responded_at) == ("accepted", days_ago(15))
+    assert (offer.created_by, offer.sent_by, offer.responded_by) == (rep, rep, manager)
     deal = Deal.objects.get(pk=deal.pk)
     assert deal.stage == Stage.OFFER
     assert deal.agreed_value == Decimal("9000.00")

@@ -74,6 +74,8 @@ def dump(run, *, comparable_with_domain=False):
     keys = {
         "owner_id": usernames,
         "created_by_id": usernames,
+        "sent_by_id": usernames,
+        "responded_by_id": usernames,
         "by_id": usernames,
         "manager_id": usernames,
         "team_id": dict(Team.objects.values_list("id", "name")),

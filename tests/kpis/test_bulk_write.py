@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from django.utils import timezone
 
-from funnel.bulk import insert_rows
+from funnel.bulk import insert_rows, update_rows
 from kpis.compute import replace
 from kpis.models import SNAPSHOT_ROW_FIELDS, KpiSnapshot, PeriodMeasures, SnapshotRow
 from kpis.periods import Grain
@@ -76,3 +76,33 @@ def test_replace_creates_updates_and_deletes_only_what_changed(db):
         ("leads", "day", DAY, "rep:7", Decimal(2), Decimal(3), None, {"open": 2}),
     ]
     assert KpiSnapshot.objects.get(slice="rep:7").pk == kept  # updated in place
+
+
+def test_update_rows_sets_the_fields_as_django_would_and_nothing_else(db):
+    replace(
+        KpiSnapshot.objects.filter(grain="day"),
+        [row(), row(slice="rep:7"), row(slice="rep:8")],
+    )
+    pks = dict(KpiSnapshot.objects.values_list("slice", "pk"))
+    update_rows(
+        KpiSnapshot,
+        ["value", "numerator", "denominator", "extra"],
+        [
+            (pks["company"], 0.5, None, Decimal("7.123456789"), {"open": 0, "note": "ą"}),
+            (pks["rep:8"], Decimal("-3.000000006"), 11, 4, {}),
+        ],
+        batch_size=1,  # two statements
+    )
+    assert read() == [
+        ("leads", "day", DAY, "company", Decimal("0.5"), None, Decimal("7.12345679"),
+         {"open": 0, "note": "ą"}),
+        ("leads", "day", DAY, "rep:7", Decimal("1.12345679"), Decimal(3), None, {"open": 2}),
+        ("leads", "day", DAY, "rep:8", Decimal("-3.00000001"), Decimal(11), Decimal(4), {}),
+    ]  # fmt: skip
+    measures = PeriodMeasures.objects.create(
+        grain=Grain.WEEK, period_start=DAY, slice="company", breakdown="", sums={}, medians={}
+    )
+    update_rows(PeriodMeasures, ["sums"], [(measures.pk, {"lead": {"n": 4, "days": {"us": 5}}})])
+    update_rows(PeriodMeasures, ["medians"], [])  # nothing to write: no statement
+    measures.refresh_from_db()
+    assert (measures.sums, measures.medians) == ({"lead": {"n": 4, "days": {"us": 5}}}, {})
