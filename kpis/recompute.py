@@ -22,7 +22,7 @@ from kpis.compute import (
     store_days,
 )
 from kpis.models import RecomputeJob, Target
-from kpis.periods import GRAINS, Grain, Period, local_date, periods_between, today
+from kpis.periods import GRAINS, Grain, Period, hour_of, local_date, periods_between, today
 from kpis.timeline import LedgerOwners, customer_timeline
 
 log = logging.getLogger(__name__)
@@ -196,6 +196,10 @@ def recompute_part(job_id, index, grain, first, last):
         job.save(update_fields=["done", "finished_at", "larger_sent"])
     if finished:
         ledger.set_built()
+        # Every part read the inputs stored when the job started (``store_inputs``)
+        # when they all ran within that hour: its pipeline KPIs are refreshed.
+        if hour_of(job.created_at) == hour_of(job.finished_at):
+            company.pipeline_refreshed(job.created_at)
         dirty.release(
             [(datetime.date.fromisoformat(day), generation) for day, generation in job.claimed]
         )

@@ -15,7 +15,7 @@ from funnel import domain
 from funnel.stages import Stage
 from kpis import company, dirty, recompute
 from kpis.models import DirtyDay, KpiSnapshot
-from kpis.periods import Period, local_date, today
+from kpis.periods import Period, hour_of, local_date, today
 from tests.factories import days_ago, deal_in_stage, lost_reason, make_deal, won_deal
 from tests.kpis.builders import snapshot_rows
 
@@ -283,6 +283,10 @@ def test_a_full_recompute_in_parts_writes_what_the_serial_one_writes(rep, teamma
     assert job.finished_at is not None
     assert sorted(job.done) == list(range(job.parts))
     assert DirtyDay.objects.count() == 0
+    # Its hour's pipeline KPIs are done (unless the job ran across an hour's end).
+    assert company.hour_pending(job.created_at) is (
+        hour_of(job.created_at) != hour_of(job.finished_at)
+    )
     fanned = _all_rows()
     KpiSnapshot.objects.all().delete()
     recompute.recompute_all()
