@@ -22,6 +22,19 @@ NON_NEGATIVE = [MinValueValidator(Decimal("0"))]
 PERCENT = [MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("100"))]
 
 
+def recorded_by(verbose_name, related_name="+"):
+    """The user who recorded a row or one step of it. Deleting the user keeps the row
+    and empties this field."""
+    return models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=verbose_name,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name=related_name,
+    )
+
+
 def money_field(verbose_name, **kwargs):
     return models.DecimalField(verbose_name, validators=NON_NEGATIVE, **MONEY, **kwargs)
 
@@ -368,14 +381,7 @@ class Deal(models.Model):
     )
     # Optimistic concurrency: every write goes through an UPDATE ... WHERE version = seen.
     version = models.PositiveIntegerField(_("version"), default=1, editable=False)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        verbose_name=_("created by"),
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-    )
+    created_by = recorded_by(_("created by"))
     updated_at = models.DateTimeField(_("updated at"), default=timezone.now, editable=False)
 
     objects = DealQuerySet.as_manager()
@@ -538,14 +544,7 @@ class StageHistory(models.Model):
     # Monday"); ``entered_at`` is when the server wrote the row, for the auditor.
     at = models.DateTimeField(_("at"))
     entered_at = entered_at_field()
-    by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        verbose_name=_("by"),
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-    )
+    by = recorded_by(_("by"))
     lost_reason = models.ForeignKey(
         LostReason,
         verbose_name=_("lost reason"),
@@ -603,14 +602,7 @@ class DealChange(models.Model):
     # As on StageHistory: ``at`` is the business moment, ``entered_at`` the write.
     at = models.DateTimeField(_("at"), default=timezone.now)
     entered_at = entered_at_field()
-    by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        verbose_name=_("by"),
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-    )
+    by = recorded_by(_("by"))
 
     objects = RelatedToDealQuerySet.as_manager()
 
@@ -642,14 +634,7 @@ class Activity(models.Model):
     held_at = models.DateTimeField(_("held at"))
     outcome = models.CharField(_("outcome"), max_length=200, blank=True)
     notes = models.TextField(_("notes"), blank=True)
-    by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        verbose_name=_("logged by"),
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="activities",
-    )
+    by = recorded_by(_("logged by"), related_name="activities")
 
     objects = RelatedToDealQuerySet.as_manager()
 
@@ -695,32 +680,11 @@ class Offer(models.Model):
         _("status"), max_length=12, choices=OfferStatus.choices, default=OfferStatus.DRAFT
     )
     notes = models.TextField(_("notes"), blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        verbose_name=_("created by"),
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-    )
+    created_by = recorded_by(_("created by"))
     # Who recorded the sending and the client's answer (``domain.send_offer``,
     # ``accept_offer``, ``reject_offer``): not always the offer's author.
-    sent_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        verbose_name=_("sent by"),
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-    )
-    responded_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        verbose_name=_("response recorded by"),
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-    )
+    sent_by = recorded_by(_("sent by"))
+    responded_by = recorded_by(_("response recorded by"))
 
     objects = RelatedToDealQuerySet.as_manager()
 
@@ -773,14 +737,7 @@ class NegotiationRound(models.Model):
     proposed_value_base = models.DecimalField(_("proposed value in base currency"), **MONEY)
     discount_pct = percent_field(_("discount %"), default=Decimal("0"))
     notes = models.TextField(_("notes"), blank=True)
-    by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        verbose_name=_("logged by"),
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-    )
+    by = recorded_by(_("logged by"))
 
     objects = RelatedToDealQuerySet.as_manager()
 
