@@ -424,8 +424,7 @@ class Family:
         inner, params, inputs = query
         select = [
             '"_bucket"',
-            *SLICE_COLUMNS,
-            *(f"GROUPING({c})" for c in SLICE_COLUMNS),
+            *_with_flags(SLICE_COLUMNS),
             *(f'SUM("{name}")' for name in inputs),
             *(f'percentile_cont(0.5) WITHIN GROUP (ORDER BY "{name}")' for name in medians),
         ]
@@ -464,10 +463,8 @@ class Family:
         breakdowns = [f'"{name}"' for name in names]
         select = [
             '"_bucket"',
-            *SLICE_COLUMNS,
-            *(f"GROUPING({c})" for c in SLICE_COLUMNS),
-            *breakdowns,
-            *(f"GROUPING({c})" for c in breakdowns),
+            *_with_flags(SLICE_COLUMNS),
+            *_with_flags(breakdowns),
             *(f'SUM("{name}")' for name in inputs),
         ]
         sql = (
@@ -506,10 +503,8 @@ class Family:
         inner, params, _ = query
         bucket_columns = [f'"{name}"' for name in buckets]
         select = [
-            *bucket_columns,
-            *(f"GROUPING({c})" for c in bucket_columns),
-            *SLICE_COLUMNS,
-            *(f"GROUPING({c})" for c in SLICE_COLUMNS),
+            *_with_flags(bucket_columns),
+            *_with_flags(SLICE_COLUMNS),
             *(f'percentile_cont(0.5) WITHIN GROUP (ORDER BY "{name}")' for name in medians),
         ]
         sql = (
@@ -571,6 +566,12 @@ class Family:
         qs, columns = self._grouped(grain, start_at, end_at)
         qs = qs.annotate(**{f"_m_{name}": expr for name, expr in self.medians.items()})
         return qs.order_by().values(*columns, *(f"_m_{name}" for name in self.medians))
+
+
+def _with_flags(columns):
+    """Select items: ``columns``, then the ``GROUPING()`` flag of each (0 where a row
+    groups by it), which tells a grouping set's rows from another's."""
+    return [*columns, *(f"GROUPING({c})" for c in columns)]
 
 
 def _with_slices(leading=("",)):

@@ -106,12 +106,21 @@ def _difference(new, old):
     return out
 
 
+def _add_into(target, delta):
+    """Add ``delta`` ({family: {measure: change}}) to ``target`` in place; ``delta``'s
+    dicts are copied, never shared (it may be added to several targets)."""
+    for family, sums in delta.items():
+        into = target.get(family)
+        if into is None:
+            target[family] = dict(sums)
+            continue
+        for m, v in sums.items():
+            into[m] = add(into.get(m), v)
+
+
 def _plus(families, delta):
     out = {family: dict(sums) for family, sums in families.items()}
-    for family, sums in delta.items():
-        target = out.setdefault(family, {})
-        for m, v in sums.items():
-            target[m] = add(target.get(m), v)
+    _add_into(out, delta)
     return pruned(out)
 
 
@@ -244,15 +253,8 @@ def _add(grain, delta):
         start = starts.get(day)
         if start is None:
             start = starts[day] = start_of(grain, day)
-        target = totals.setdefault((start, slice_, breakdown), {})
         # Added in place: a full build adds a year of days to each row.
-        for family, sums in families.items():
-            into = target.get(family)
-            if into is None:
-                target[family] = dict(sums)
-                continue
-            for m, v in sums.items():
-                into[m] = add(into.get(m), v)
+        _add_into(totals.setdefault((start, slice_, breakdown), {}), families)
     if not totals:
         return
     rows = PeriodMeasures.objects.filter(

@@ -23,7 +23,7 @@ from kpis.compute import (
 )
 from kpis.models import RecomputeJob, Target
 from kpis.periods import GRAINS, Grain, Period, hour_of, local_date, periods_between, today
-from kpis.timeline import LedgerOwners, customer_timeline
+from kpis.timeline import LedgerOwners, customer_timeline, job_tag
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,8 @@ def recompute_part(job_id, index, grain, first, last):
     changed = {}
     with company.sharing():
         company.use_hour_inputs(timezone.now())
-        company.preset("customer_timeline", customer_timeline(fresh=True))
+        # Built afresh once per worker and job, not by each of its dozens of parts.
+        company.preset("customer_timeline", customer_timeline(fresh=job_tag(job_id)))
         if Grain(grain) == Grain.DAY:
             changed = store_days(periods)[1]
         else:

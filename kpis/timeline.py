@@ -511,17 +511,23 @@ def customer_timeline(fresh=False):
     what it is built from is unchanged: building it reads every won deal (1.6 s at 1M
     deals); checking them unchanged, on PostgreSQL, takes a checksum off an index. The
     checksum is taken before the deals are read, so a change committed in between only
-    costs a rebuild next time. Other databases build it each time, and so does every
-    call with ``fresh`` (a full recompute)."""
+    costs a rebuild next time. Other databases build it each time. ``fresh``: True
+    builds it afresh (a serial full recompute); a tag (a fanned-out full recompute's
+    ``job_tag``) builds it afresh once per process for that tag, not once per part."""
     churned = churn_dates()
     if connection.vendor != "postgresql":
         return CustomerTimeline(churned)
     key = (_won_checksum(), frozenset(churned.items()), str(tz()))
     kept = getattr(_kept, "timeline", None)
-    if fresh or kept is None or kept[0] != key:
-        kept = (key, CustomerTimeline(churned))
+    if fresh is True or kept is None or kept[0] != key or (fresh and kept[2] != fresh):
+        kept = (key, CustomerTimeline(churned), fresh or None)
         _kept.timeline = kept
     return kept[1]
+
+
+def job_tag(job_id):
+    """``customer_timeline``'s ``fresh`` tag of a fanned-out full recompute."""
+    return f"full recompute {job_id}"
 
 
 def _merge(windows):

@@ -387,7 +387,6 @@ def test_the_trailing_statistics_are_taken_once_an_hour(rep):
     from django.utils import timezone
 
     from kpis.models import HourlyInputs
-    from kpis.periods import hour_of
 
     later = today() + datetime.timedelta(days=200)
     waiting = deal_in_stage(rep, Stage.OFFER, start_days_ago=20)
@@ -432,7 +431,6 @@ def test_a_new_hour_takes_its_inputs_after_the_dirty_days_are_stored(rep, monkey
     from django.utils import timezone
 
     from kpis.models import HourlyInputs
-    from kpis.periods import hour_of
 
     lost = deal_in_stage(rep, Stage.OFFER, start_days_ago=50)
     domain.mark_lost(lost, lost_reason("price"), by=rep, at=days_ago(10))

@@ -141,7 +141,7 @@ def test_the_customer_timeline_is_kept_while_the_won_deals_and_churn_dates_are_u
     two queries (the churn dates, a checksum of the won deals); a win, a won deal's
     value, company or moment, and a churn date each build it again."""
     from funnel.models import Company, Deal
-    from kpis.timeline import customer_timeline
+    from kpis.timeline import customer_timeline, job_tag
 
     first = won_row(rep, days_ago(100), days_ago(50), Decimal("100"))
     second = won_row(rep, days_ago(90), days_ago(40), Decimal("200"))
@@ -183,3 +183,9 @@ def test_the_customer_timeline_is_kept_while_the_won_deals_and_churn_dates_are_u
     rebuilt = customer_timeline(fresh=True)
     assert rebuilt is not churned
     assert customer_timeline() is rebuilt
+    # A fanned-out one's parts: afresh once per job, then kept for its other parts.
+    job = customer_timeline(fresh=job_tag(7))
+    assert job is not rebuilt
+    assert customer_timeline(fresh=job_tag(7)) is job
+    assert customer_timeline() is job
+    assert customer_timeline(fresh=job_tag(8)) is not job
