@@ -99,6 +99,12 @@ def test_the_deal_page_costs_the_same_queries_however_much_it_holds(
     with django_assert_num_queries(11):
         response = client.get(f"/deals/{deal.pk}/")
     assert len(response.context["offers"]) == n + 1
+    # Who sent each offer, read with the offers (no query per offer).
+    content = response.content.decode()
+    table = content[
+        content.index("offer-table") : content.index("</table>", content.index("offer-table"))
+    ]
+    assert table.count(f'<span class="d-block small text-body-secondary">{rep}</span>') == n + 1
 
 
 # Lead and details -------------------------------------------------------------------------
