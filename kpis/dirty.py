@@ -21,7 +21,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from funnel.stages import STAMP_FIELDS
-from kpis.models import DirtyDay
+from kpis.models import DirtyDay, StaleMedian
 from kpis.periods import local_date, today
 
 log = logging.getLogger(__name__)
@@ -40,19 +40,21 @@ def _day(value):
     return value
 
 
-def mark_days(days: Iterable):
+def mark_days(days: Iterable, whole=True):
     """Mark ``days`` (dates or datetimes) dirty. Each new mark gets a new generation,
-    so a recompute that started before it will not clear it."""
+    so a recompute that started before it will not clear it. ``whole``: every slice of
+    the days' periods is recomputed; a deal's change (``whole=False``) moves only the
+    slices whose ledger rows it changes, and never narrows a whole mark."""
     days = sorted({d for d in map(_day, days) if d is not None})
     if not days:
         return
     now = timezone.now()
     generation = time.time_ns()
     DirtyDay.objects.bulk_create(
-        [DirtyDay(day=d, generation=generation, dirtied_at=now) for d in days],
+        [DirtyDay(day=d, generation=generation, dirtied_at=now, whole=whole) for d in days],
         update_conflicts=True,
         unique_fields=["day"],
-        update_fields=["generation", "dirtied_at"],
+        update_fields=["generation", "dirtied_at", *(["whole"] if whole else [])],
     )
     _enqueue_on_commit()
 
@@ -93,7 +95,7 @@ def mark_deal(deal, *also, since=None):
         if since is not None:
             batch["days"].update(days_since(since))
         return
-    mark_days(deal_days(deal, *also, since=since))
+    mark_days(deal_days(deal, *also, since=since), whole=False)
 
 
 _batch = threading.local()
@@ -115,7 +117,7 @@ def batched():
         marks = _batch.marks
     finally:
         _batch.marks = None
-    mark_days(marks["days"] | set(_days_of_deals(marks["deals"])))
+    mark_days(marks["days"] | set(_days_of_deals(marks["deals"])), whole=False)
 
 
 def _days_of_deals(deal_ids, chunk=2000):
@@ -211,20 +213,41 @@ class _Sender:
 _sender = _Sender()
 
 
-def claim(limit):
-    """Take up to ``limit`` (None: all) marks not leased by another worker:
-    [(day, generation)]."""
+class Claimed(list):
+    """Claimed marks, [(key, generation)]. ``whole``: one of them asks for every slice;
+    ``retried``: one was claimed before by a worker that did not finish (its lease
+    expired), which may have stored part of its work (the ledger's days), so what
+    that work changed can no longer be told."""
+
+    whole = False
+    retried = False
+
+
+def _claim(model, key, limit, order):
     now = timezone.now()
+    fields = ["pk", *key, "generation", "claimed_until"]
+    if model is DirtyDay:
+        fields.append("whole")
     with transaction.atomic():
         rows = (
-            DirtyDay.objects.select_for_update(skip_locked=True)
+            model.objects.select_for_update(skip_locked=True)
             .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-            .order_by("day")
-            .values_list("pk", "day", "generation")
+            .order_by(*order)
+            .values_list(*fields)
         )
         rows = list(rows if limit is None else rows[:limit])
-        DirtyDay.objects.filter(pk__in=[r[0] for r in rows]).update(claimed_until=now + CLAIM_LEASE)
-    return [(day, generation) for _, day, generation in rows]
+        model.objects.filter(pk__in=[r[0] for r in rows]).update(claimed_until=now + CLAIM_LEASE)
+    n = len(key)
+    claimed = Claimed((row[1] if n == 1 else tuple(row[1 : 1 + n]), row[1 + n]) for row in rows)
+    claimed.retried = any(row[2 + n] is not None for row in rows)
+    claimed.whole = claimed.retried or any(row[3 + n] for row in rows if len(row) > 3 + n)
+    return claimed
+
+
+def claim(limit):
+    """Take up to ``limit`` (None: all) marks not leased by another worker:
+    [(day, generation)], a ``Claimed``."""
+    return _claim(DirtyDay, ["day"], limit, ["day"])
 
 
 def is_marked(day):
@@ -243,10 +266,43 @@ def held_elsewhere(before, mine):
     )
 
 
+def _release(model, key, claimed):
+    for value, generation in claimed:
+        match = dict(zip(key, value if len(key) > 1 else [value], strict=True))
+        deleted, _ = model.objects.filter(**match, generation=generation).delete()
+        if not deleted:
+            model.objects.filter(**match).update(claimed_until=None)
+
+
 def release(claimed):
     """Clear the marks that were not marked again while they were recomputed; give the
     others back to the next sweep."""
-    for day, generation in claimed:
-        deleted, _ = DirtyDay.objects.filter(day=day, generation=generation).delete()
-        if not deleted:
-            DirtyDay.objects.filter(day=day).update(claimed_until=None)
+    _release(DirtyDay, ["day"], claimed)
+
+
+MEDIAN_KEY = ["grain", "period_start", "family", "slice"]
+
+
+def mark_medians(keys):
+    """Mark larger periods' medians stale: ``keys`` (grain, period start, family,
+    slice; slice "" for every slice)."""
+    keys = sorted(set(keys))
+    if not keys:
+        return
+    generation = time.time_ns()
+    StaleMedian.objects.bulk_create(
+        [StaleMedian(**dict(zip(MEDIAN_KEY, k, strict=True)), generation=generation) for k in keys],
+        update_conflicts=True,
+        unique_fields=MEDIAN_KEY,
+        update_fields=["generation"],
+    )
+
+
+def claim_medians(limit=None):
+    """Take the stale medians not leased by another worker: [((grain, period start,
+    family, slice), generation)]."""
+    return _claim(StaleMedian, MEDIAN_KEY, limit, MEDIAN_KEY)
+
+
+def release_medians(claimed):
+    _release(StaleMedian, MEDIAN_KEY, claimed)

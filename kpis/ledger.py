@@ -22,6 +22,7 @@ from collections import defaultdict
 from decimal import Decimal
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from funnel.bulk import insert_rows, update_rows
@@ -160,10 +161,20 @@ def set_built():
 # --- reading --------------------------------------------------------------------------
 
 
-def load(grain, starts, measures):
+#: The rows the company-level KPIs read in every slice they have: the totals of the
+#: company, each team and each rep.
+PEOPLE_TOTALS = Q(breakdown="") & (
+    Q(slice="company") | Q(slice__startswith="team:") | Q(slice__startswith="rep:")
+)
+
+
+def load(grain, starts, measures, slices=None):
     """Add the stored sums and medians of the periods starting at ``starts`` to
-    ``measures`` (a kpis.compute.Measures)."""
+    ``measures`` (a kpis.compute.Measures). ``slices``: the rows of those slices, and
+    the totals the company-level KPIs read (``PEOPLE_TOTALS``), only."""
     rows = PeriodMeasures.objects.filter(grain=grain, period_start__in=sorted(set(starts)))
+    if slices is not None:
+        rows = rows.filter(Q(slice__in=sorted(slices)) | PEOPLE_TOTALS)
     for start, slice_, breakdown, sums, medians in rows.values_list(
         "period_start", "slice", "breakdown", "sums", "medians"
     ):

@@ -89,6 +89,11 @@ class DirtyDay(models.Model):
     # A worker's lease on the mark while it recomputes; an expired lease (the worker
     # died) lets the next sweep take the mark again.
     claimed_until = models.DateTimeField(_("claimed until"), null=True, blank=True)
+    # Whether every slice of the day's periods is recomputed. A deal's change marks its
+    # days without it: its KPIs move only in the slices whose ledger rows it changed
+    # (kpis.recompute.recompute_days). Inputs that are not deals (marketing spend) set
+    # it; a deal's mark never clears it.
+    whole = models.BooleanField(_("every slice"), default=True)
 
     class Meta:
         verbose_name = _("dirty day")
@@ -96,6 +101,33 @@ class DirtyDay(models.Model):
 
     def __str__(self):
         return f"{self.day} (generation {self.generation})"
+
+
+class StaleMedian(models.Model):
+    """A larger period's median of one family and slice, to be taken again from the
+    deals: its days' rows changed (kpis.recompute.recompute_days). Medians are not
+    additive, and the year's take reads a year of rows, so an incremental recompute
+    leaves them to the step that follows it (``refresh_stale_medians``). Claimed and
+    released like ``DirtyDay``; ``slice`` "" is every slice of the family."""
+
+    grain = models.CharField(_("grain"), max_length=10, choices=Grain.choices)
+    period_start = models.DateField(_("period start"))
+    family = models.CharField(_("family"), max_length=40)
+    slice = models.CharField(_("slice"), max_length=140, blank=True)
+    generation = models.PositiveBigIntegerField(_("generation"), default=1)
+    claimed_until = models.DateTimeField(_("claimed until"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("stale median")
+        verbose_name_plural = _("stale medians")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["grain", "period_start", "family", "slice"], name="stale_median_key"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.grain} {self.period_start} {self.family} {self.slice or '*'}"
 
 
 class TargetQuerySet(models.QuerySet):

@@ -14,6 +14,8 @@ from django.utils import timezone
 from funnel.models import Activity, Deal, MarketingSpend, Offer, SalesCost
 from kpis import company, dirty, ledger, reading
 from kpis.compute import (
+    MEDIAN_FAMILIES,
+    changed_slices,
     refresh_larger_medians,
     refresh_ledger,
     refresh_ledger_for,
@@ -212,22 +214,21 @@ def periods_for_days(days):
     return {grain: sorted({Period.containing(grain, d) for d in days}) for grain in GRAINS}
 
 
-def recompute_days(days):
+def recompute_days(days, claimed=None):
     """Recompute the days from the deals, then every larger period whose sums moved
-    from the ledger (their sums already include the days' changes); only the medians
-    of the families that changed are taken again."""
+    from the ledger (their sums already include the days' changes). ``claimed``: the
+    days' marks (``dirty.claim``); when none of them asks for every slice (a deal's
+    change), only the family KPIs of the slices whose ledger rows changed are
+    recomputed. The larger periods' medians of the families and slices that changed
+    are marked stale, for ``refresh_stale_medians`` to take right after."""
     total = 0
     now = timezone.now()
+    whole = claimed is None or claimed.whole
     with company.sharing():
         if not ledger.is_built():
             build_ledger()
-        company.use_latest_inputs(now)
-        # The owner counts at the few boundaries asked, from the ledger (read once the
-        # days' rows are replaced, below), instead of every deal scanned six times;
-        # from the deals while another worker holds earlier days (their ledger rows
-        # may still be stale, and its recompute covers only its own days' periods).
-        if not dirty.held_elsewhere(before=max(days), mine=days):
-            company.preset("owner_timeline", LedgerOwners())
+            whole = True  # the days' rows were just built: no change is seen
+        _share_inputs(now, days)
         # The open pipeline of every grain's periods of the dirty days, in one query.
         by_grain = periods_for_days(days)
         periods = [p for grain in by_grain.values() for p in grain]
@@ -235,19 +236,71 @@ def recompute_days(days):
             "pipeline_span", (min(p.start for p in periods), max(p.end for p in periods))
         )
         written, changed = store_days(
-            [Period(Grain.DAY, d) for d in set(days)], before_from_ledger=True
+            [Period(Grain.DAY, d) for d in set(days)], before_from_ledger=True, scoped=not whole
         )
         total += written
         # The larger periods of the dirty days (only their days are gathered, so only
-        # they can have changed). Their medians are taken again for the families and
-        # slices whose day rows changed: those of the changed deals alone.
-        medians_of = defaultdict(set)
-        for families in changed.values():
-            for family, slices in families.items():
-                medians_of[family] |= slices
+        # they can have changed), with their stored medians.
+        slices = None if whole else changed_slices(changed)
         for grain, periods in by_grain.items():
             if grain != Grain.DAY:
-                total += store(grain, periods, medians_of=dict(medians_of), days_fresh=True)
+                total += store(grain, periods, medians_of=(), days_fresh=True, slices=slices)
+    # Their medians, for the families and slices whose day rows changed: those of the
+    # changed deals alone. A retried batch cannot tell what its first attempt changed.
+    stale = {
+        (family, key)
+        for families in changed.values()
+        for family, keys in families.items()
+        if family in MEDIAN_FAMILIES
+        for key in keys
+    }
+    if claimed is not None and claimed.retried:
+        stale = {(family, "") for family in MEDIAN_FAMILIES}
+    dirty.mark_medians(
+        (grain, p.start, family, key)
+        for grain, periods in by_grain.items()
+        if grain != Grain.DAY
+        for p in periods
+        for family, key in stale
+    )
+    return total
+
+
+def _share_inputs(now, days=()):
+    """The inputs every grain of an incremental recompute shares: the latest stored
+    hour's statistics and the owner counts at the few boundaries asked, from the
+    ledger (read once the days' rows are replaced) instead of every deal scanned six
+    times; from the deals while another worker holds earlier days (their ledger rows
+    may still be stale, and its recompute covers only its own days' periods)."""
+    company.use_latest_inputs(now)
+    before = max(days) if days else datetime.date.max
+    if not dirty.held_elsewhere(before=before, mine=days):
+        company.preset("owner_timeline", LedgerOwners())
+
+
+def refresh_stale_medians():
+    """Take again the larger periods' medians marked stale (``recompute_days``) from
+    the deals, and recompute those periods' KPIs of those slices. Returns the
+    snapshot rows written."""
+    claimed = dirty.claim_medians()
+    if not claimed:
+        return 0
+    wanted = defaultdict(lambda: (set(), defaultdict(set)))
+    for (grain, start, family, key), _ in claimed:
+        starts, families = wanted[grain]
+        starts.add(start)
+        families[family].add(key)
+    total = 0
+    with company.sharing():
+        _share_inputs(timezone.now())
+        for grain, (starts, families) in wanted.items():
+            every = any("" in keys for keys in families.values())
+            # "" (every slice) takes every slice of the families named.
+            medians_of = set(families) if every else dict(families)
+            slices = None if every else set().union(*families.values())
+            periods = [Period.containing(grain, start) for start in sorted(starts)]
+            total += store(grain, periods, medians_of=medians_of, days_fresh=True, slices=slices)
+    dirty.release_medians(claimed)
     return total
 
 
@@ -274,7 +327,7 @@ def recompute_dirty(limit=DIRTY_BATCH):
     claimed = dirty.claim(limit)
     if not claimed:
         return 0
-    recompute_days([day for day, _ in claimed])
+    recompute_days([day for day, _ in claimed], claimed)
     dirty.release(claimed)
     log.info("recomputed %d dirty days", len(claimed))
     return len(claimed)
@@ -292,6 +345,7 @@ def recompute_all_dirty():
         refresh_hour(now)
         while taken := recompute_dirty():
             total += taken
+    refresh_stale_medians()
     reading.ensure_maturity(now)
     return total
 

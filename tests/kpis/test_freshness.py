@@ -450,9 +450,9 @@ def test_a_new_hour_takes_its_inputs_after_the_dirty_days_are_stored(rep, monkey
     recomputed = []
     original_days = recompute.recompute_days
 
-    def days_spy(days):
+    def days_spy(days, claimed=None):
         recomputed.append(sorted(days))
-        return original_days(days)
+        return original_days(days, claimed)
 
     monkeypatch.setattr(recompute, "recompute_days", days_spy)
     recompute.recompute_all_dirty()

@@ -1,0 +1,162 @@
+"""An incremental recompute of a deal's change: the family KPIs of the slices whose
+ledger rows it changed only, and the larger periods' medians in a step of their own
+(kpis.recompute.recompute_days, refresh_stale_medians)."""
+
+import datetime
+from decimal import Decimal
+
+from django.utils import timezone
+
+from funnel import domain
+from funnel.stages import Stage
+from kpis import dirty, recompute
+from kpis.compute import COMPANY_COMPUTED
+from kpis.models import DirtyDay, KpiSnapshot, PeriodMeasures, StaleMedian
+from kpis.periods import Grain, Period, local_date, today
+from tests.factories import days_ago, deal_in_stage, make_deal
+from tests.kpis.builders import snapshot_rows
+
+
+def _whole():
+    return dict(DirtyDay.objects.values_list("day", "whole"))
+
+
+def test_a_deals_mark_never_narrows_a_mark_for_every_slice(db):
+    first, second = today(), today() - datetime.timedelta(days=1)
+    dirty.mark_days([first])  # spend, a target...: every slice
+    dirty.mark_days([first, second], whole=False)  # a deal's change
+    assert _whole() == {first: True, second: False}
+    dirty.mark_days([second])
+    assert _whole() == {first: True, second: True}
+
+
+def test_a_claim_tells_whether_every_slice_is_asked_or_a_worker_died(db):
+    day = today()
+    dirty.mark_days([day], whole=False)
+    claimed = dirty.claim(10)
+    assert (list(claimed), claimed.whole, claimed.retried) == (
+        [(day, DirtyDay.objects.get().generation)],
+        False,
+        False,
+    )
+    # The worker died holding it: what its first attempt stored cannot be told.
+    DirtyDay.objects.update(claimed_until=timezone.now() - datetime.timedelta(seconds=1))
+    again = dirty.claim(10)
+    assert (list(again), again.whole, again.retried) == (list(claimed), True, True)
+    dirty.release(again)
+    dirty.mark_days([day])
+    whole = dirty.claim(10)
+    assert (whole.whole, whole.retried) == (True, False)
+
+
+def _month_row(code, slice_key):
+    month = Period.containing(Grain.MONTH, today())
+    return KpiSnapshot.objects.get(
+        kpi=code, grain=Grain.MONTH, period_start=month.start, slice=slice_key, breakdown=""
+    )
+
+
+def test_a_deals_change_recomputes_the_family_kpis_of_its_own_slices(rep, outsider):
+    """The outsider's month reading is made wrong on purpose: a deal of the rep does not
+    read or rewrite it (their rows did not change), the rep's and the company's move,
+    and a mark for every slice (here today's, as the hourly refresh makes) repairs it."""
+    make_deal(rep, at=days_ago(1))
+    make_deal(outsider, at=days_ago(1))
+    recompute.recompute_all()
+    KpiSnapshot.objects.filter(pk=_month_row("leads", f"rep:{outsider.pk}").pk).update(
+        value=Decimal(99)
+    )
+    make_deal(rep, at=timezone.now())
+    assert _whole() == {today(): False}
+    recompute.recompute_all_dirty()
+    assert _month_row("leads", f"rep:{rep.pk}").value == 2
+    assert _month_row("leads", "company").value == 3
+    assert _month_row("leads", f"rep:{outsider.pk}").value == 99
+    # The company-level KPIs of every slice are computed whatever the scope.
+    assert "new_leads_per_rep" in COMPANY_COMPUTED
+    assert _month_row("new_leads_per_rep", "company").numerator == 3
+    dirty.mark_days([today()])
+    recompute.recompute_all_dirty()
+    assert _month_row("leads", f"rep:{outsider.pk}").value == 1
+    incremental = snapshot_rows()
+    recompute.recompute_all()
+    assert snapshot_rows() == incremental
+
+
+def _days_in_one_year():
+    """How many days ago a nine-day stretch inside one calendar year starts."""
+    day_of_year = today().timetuple().tm_yday
+    return 9 if day_of_year > 10 else day_of_year + 20
+
+
+def _year_median(year, slice_key, name="stay_lead.days"):
+    row = PeriodMeasures.objects.get(
+        grain=Grain.YEAR, period_start=year.start, slice=slice_key, breakdown=""
+    )
+    return row.medians.get(name)
+
+
+def _year_snapshot(year, slice_key):
+    return KpiSnapshot.objects.get(
+        kpi="time_in_lead_days_median",
+        grain=Grain.YEAR,
+        period_start=year.start,
+        slice=slice_key,
+        breakdown="",
+    ).value
+
+
+def test_the_larger_medians_of_the_changed_slices_follow_in_their_own_step(rep, outsider):
+    """A second lead of the rep that qualifies after three days: the rep's median stay
+    in lead over the year goes from 1 to 2 days once the stale medians are taken; the
+    days' step leaves the stored ones and marks those of the changed slices."""
+    start = _days_in_one_year()
+    year = Period.containing(Grain.YEAR, local_date(days_ago(start)))
+    deal_in_stage(rep, Stage.NEEDS, start_days_ago=start)
+    deal_in_stage(outsider, Stage.NEEDS, start_days_ago=start - 1)
+    recompute.recompute_all()
+    deal = make_deal(rep, at=days_ago(start - 5))
+    domain.move_forward(deal, Stage.QUALIFICATION, by=rep, at=days_ago(start - 8))
+    while recompute.recompute_dirty():
+        pass
+    assert Decimal(_year_median(year, f"rep:{rep.pk}")) == 1
+    assert _year_snapshot(year, f"rep:{rep.pk}") == 1
+    stale = set(
+        StaleMedian.objects.filter(grain=Grain.YEAR, family="stay_lead").values_list(
+            "period_start", "slice"
+        )
+    )
+    assert stale == {
+        (year.start, key) for key in ("company", f"rep:{rep.pk}", f"team:{rep.team_id}")
+    }
+    assert recompute.refresh_stale_medians() > 0
+    assert Decimal(_year_median(year, f"rep:{rep.pk}")) == 2
+    assert _year_snapshot(year, f"rep:{rep.pk}") == 2
+    assert _year_snapshot(year, "company") == 1
+    assert not StaleMedian.objects.exists()
+    incremental = snapshot_rows()
+    recompute.recompute_all()
+    assert snapshot_rows() == incremental
+
+
+def test_a_retried_batch_takes_every_slices_larger_medians_again(rep, outsider):
+    """A worker died after storing a batch's days: its retry sees no change in them,
+    so it marks every slice's medians of their periods; a wrong one is repaired."""
+    start = _days_in_one_year()
+    year = Period.containing(Grain.YEAR, local_date(days_ago(start)))
+    deal_in_stage(rep, Stage.NEEDS, start_days_ago=start)
+    deal_in_stage(outsider, Stage.NEEDS, start_days_ago=start - 1)
+    recompute.recompute_all()
+    row = PeriodMeasures.objects.get(
+        grain=Grain.YEAR, period_start=year.start, slice=f"rep:{outsider.pk}", breakdown=""
+    )
+    row.medians["stay_lead.days"] = "99"
+    row.save(update_fields=["medians"])
+    make_deal(rep, at=days_ago(start - 5))
+    claimed = dirty.claim(10)
+    recompute.recompute_days([day for day, _ in claimed], claimed)  # then the worker died
+    DirtyDay.objects.update(claimed_until=timezone.now() - datetime.timedelta(seconds=1))
+    StaleMedian.objects.all().delete()
+    recompute.recompute_all_dirty()
+    assert Decimal(_year_median(year, f"rep:{outsider.pk}")) == 1
+    assert not StaleMedian.objects.exists()
