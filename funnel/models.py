@@ -412,6 +412,22 @@ class Deal(models.Model):
                 condition=Q(status=Status.WON),
                 name="deal_won_company",
             ),
+            # The open deals now, by stage and slice, with the moments the stalled test
+            # reads (kpis.company.open_now), and the open opportunities by expected
+            # close date (the weighted pipeline and coverage, ``_open_pipeline``): each
+            # read off its index alone on PostgreSQL, not by a scan of every deal.
+            models.Index(
+                fields=["stage", "owner", "channel", "segment", "industry"],
+                include=["current_value_base", "stage_changed_at", "last_activity_at"],
+                condition=Q(status=Status.OPEN),
+                name="deal_open_now",
+            ),
+            models.Index(
+                fields=["expected_close_date"],
+                include=["owner", "stage", "current_value_base"],
+                condition=Q(status=Status.OPEN, entered_needs_at__isnull=False),
+                name="deal_open_pipeline",
+            ),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(stage__in=Stage.values), name="deal_stage_valid"),

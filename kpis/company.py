@@ -558,19 +558,29 @@ def open_now(now, limits):
     per_slice = defaultdict(lambda: defaultdict(lambda: [0, Decimal(0), 0]))
     per_slice["company"]  # always present, even with no open deal
     # One query grouped by every slice column at once (the open deals' stalled test
-    # runs once per deal), rolled up into the slices here: a few rows per owner.
-    columns = {f"_s_{slice_type}": F(path) for slice_type, path in SLICE_FIELDS.items()}
+    # runs once per deal), rolled up into the slices here: a few rows per owner. The
+    # team is the owner's, looked up here: without the join to the users, PostgreSQL
+    # reads the open deals off one partial index alone (``deal_open_now``; at 1M deals
+    # 0.05 s instead of 0.45 s for a scan of every deal).
+    teams = dict(User.objects.values_list("pk", "team_id"))
+    columns = {
+        f"_s_{slice_type}": F(path)
+        for slice_type, path in SLICE_FIELDS.items()
+        if slice_type != "team"
+    }
     rows = (
         base.annotate(**columns)
         .order_by()
         .values("stage", *columns)
         .annotate(
-            n=Count("pk"),
+            # Counted by a column the index holds (the stage, never empty), not the key.
+            n=Count("stage"),
             value=Sum("current_value_base"),
-            stalled=Count("pk", filter=stalled) if limits else Count("pk", filter=Q(pk__in=[])),
+            stalled=Count("stage", filter=stalled if limits else Q(pk__in=[])),
         )
     )
     for row in rows:
+        row["_s_team"] = teams.get(row["_s_rep"])
         keys = ["company"]
         keys += [
             f"{slice_type}:{row[f'_s_{slice_type}']}"
