@@ -21,6 +21,7 @@ from kpis.models import (
     PeriodMeasures,
     RecomputeJob,
     StageSetting,
+    StaleMedian,
     Target,
 )
 from kpis.periods import start_of
@@ -115,8 +116,17 @@ class KpiSnapshotAdmin(ViewOnlyMixin, admin.ModelAdmin):
 
 @admin.register(DirtyDay)
 class DirtyDayAdmin(ViewOnlyMixin, admin.ModelAdmin):
-    list_display = ("day", "generation", "dirtied_at")
+    list_display = ("day", "whole", "generation", "dirtied_at", "claimed_until")
+    list_filter = ("whole",)
     date_hierarchy = "day"
+
+
+@admin.register(StaleMedian)
+class StaleMedianAdmin(ViewOnlyMixin, admin.ModelAdmin):
+    """Larger periods' medians waiting to be taken again (kpis.recompute)."""
+
+    list_display = ("grain", "period_start", "family", "slice", "claimed_until")
+    list_filter = ("grain", "family")
 
 
 @admin.register(MaturityHorizon)

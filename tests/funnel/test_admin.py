@@ -40,6 +40,7 @@ from kpis.models import (
     PeriodMeasures,
     RecomputeJob,
     StageSetting,
+    StaleMedian,
     Target,
 )
 from tests.factories import (
@@ -65,6 +66,7 @@ VIEW_ONLY = {
     Forecast,
     KpiSnapshot,
     DirtyDay,
+    StaleMedian,
     StageSetting,
     RecomputeJob,
     MaturityHorizon,
@@ -158,6 +160,7 @@ def one_of_each(rep, team_a):
         kpi="leads", grain="month", period_start=month, value=2, numerator=2, denominator=1
     )
     DirtyDay.objects.get_or_create(day=month)  # the spend above marked it already
+    StaleMedian.objects.create(grain="year", period_start=month.replace(month=1), family="won")
     RecomputeJob.objects.create(parts=3, done=[0], claimed=[month.isoformat()])
     PeriodMeasures.objects.get_or_create(
         grain="month", period_start=month, slice="company", defaults={"sums": {"lead": {"n": 2}}}
