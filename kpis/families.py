@@ -428,22 +428,16 @@ class Family:
             *(f'SUM("{name}")' for name in inputs),
             *(f'percentile_cont(0.5) WITHIN GROUP (ORDER BY "{name}")' for name in medians),
         ]
-        sql = (
-            f"SELECT {', '.join(select)} FROM ({inner}) AS family "
-            f'GROUP BY "_bucket", GROUPING SETS ({_with_slices()})'
-        )
         n = len(SLICE_COLUMNS)
         measure_names, median_names = list(self.measures), list(self.medians)
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            for row in cursor:
-                key = _slice_key(row[1 : 1 + n], row[1 + n : 1 + 2 * n])
-                if key is None:
-                    continue
-                rest = row[1 + 2 * n :]
-                sums = dict(zip(measure_names, rest[: len(measure_names)], strict=True))
-                meds = dict(zip(median_names, rest[len(measure_names) :], strict=True))
-                yield local_bucket(row[0]), key, sums, meds
+        for row in _grouped_rows(inner, params, select, _with_slices(), '"_bucket", '):
+            key = _slice_key(row[1 : 1 + n], row[1 + n : 1 + 2 * n])
+            if key is None:
+                continue
+            rest = row[1 + 2 * n :]
+            sums = dict(zip(measure_names, rest[: len(measure_names)], strict=True))
+            meds = dict(zip(median_names, rest[len(measure_names) :], strict=True))
+            yield local_bucket(row[0]), key, sums, meds
 
     def rolled_up_breakdowns(self, grain, start_at, end_at, breakdown_types, members=None):
         """PostgreSQL: the measures by each of ``breakdown_types`` rolled up into every
@@ -467,24 +461,19 @@ class Family:
             *_with_flags(breakdowns),
             *(f'SUM("{name}")' for name in inputs),
         ]
-        sql = (
-            f"SELECT {', '.join(select)} FROM ({inner}) AS family "
-            f'GROUP BY "_bucket", GROUPING SETS ({_with_slices(breakdowns)})'
-        )
         n, b = len(SLICE_COLUMNS), len(breakdowns)
         measure_names = list(self.measures)
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            for row in cursor:
-                key = _slice_key(row[1 : 1 + n], row[1 + n : 1 + 2 * n])
-                start = 1 + 2 * n
-                values, grouping = row[start : start + b], row[start + b : start + 2 * b]
-                which = grouping.index(0)
-                value = values[which]
-                if key is None or value is None or value == "":
-                    continue
-                sums = dict(zip(measure_names, row[start + 2 * b :], strict=True))
-                yield local_bucket(row[0]), key, breakdown_types[which], value, sums
+        sets = _with_slices(breakdowns)
+        for row in _grouped_rows(inner, params, select, sets, '"_bucket", '):
+            key = _slice_key(row[1 : 1 + n], row[1 + n : 1 + 2 * n])
+            start = 1 + 2 * n
+            values, grouping = row[start : start + b], row[start + b : start + 2 * b]
+            which = grouping.index(0)
+            value = values[which]
+            if key is None or value is None or value == "":
+                continue
+            sums = dict(zip(measure_names, row[start + 2 * b :], strict=True))
+            yield local_bucket(row[0]), key, breakdown_types[which], value, sums
 
     def medians_by_grains(self, grains, start_at, end_at, members=None):
         """PostgreSQL: the medians of every slice of every period of each of ``grains``
@@ -507,21 +496,15 @@ class Family:
             *_with_flags(SLICE_COLUMNS),
             *(f'percentile_cont(0.5) WITHIN GROUP (ORDER BY "{name}")' for name in medians),
         ]
-        sql = (
-            f"SELECT {', '.join(select)} FROM ({inner}) AS family "
-            f"GROUP BY GROUPING SETS ({_with_slices(bucket_columns)})"
-        )
         g, n = len(grains), len(SLICE_COLUMNS)
         names = list(self.medians)
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            for row in cursor:
-                which = row[g : 2 * g].index(0)
-                key = _slice_key(row[2 * g : 2 * g + n], row[2 * g + n : 2 * g + 2 * n])
-                if key is None:
-                    continue
-                values = dict(zip(names, row[2 * g + 2 * n :], strict=True))
-                yield grains[which], local_bucket(row[which]), key, values
+        for row in _grouped_rows(inner, params, select, _with_slices(bucket_columns)):
+            which = row[g : 2 * g].index(0)
+            key = _slice_key(row[2 * g : 2 * g + n], row[2 * g + n : 2 * g + 2 * n])
+            if key is None:
+                continue
+            values = dict(zip(names, row[2 * g + 2 * n :], strict=True))
+            yield grains[which], local_bucket(row[which]), key, values
 
     def slice_medians(self, grain, start_at, end_at, slices, members=None):
         """PostgreSQL: the medians of the rows of ``slices`` (slice keys) only, by period
@@ -566,6 +549,18 @@ class Family:
         qs, columns = self._grouped(grain, start_at, end_at)
         qs = qs.annotate(**{f"_m_{name}": expr for name, expr in self.medians.items()})
         return qs.order_by().values(*columns, *(f"_m_{name}" for name in self.medians))
+
+
+def _grouped_rows(inner, params, select, grouping_sets, leading=""):
+    """The rows of ``SELECT select FROM (inner) GROUP BY leading GROUPING SETS (...)``:
+    one read of a roll-up's input for all its groupings."""
+    sql = (
+        f"SELECT {', '.join(select)} FROM ({inner}) AS family "
+        f"GROUP BY {leading}GROUPING SETS ({grouping_sets})"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        yield from cursor
 
 
 def _with_flags(columns):

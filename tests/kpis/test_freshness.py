@@ -40,6 +40,8 @@ def test_a_transition_marks_the_days_of_its_deal_dirty_in_its_transaction(rep):
     # looking at a moment: open opportunities at a period's start, active reps...).
     since_move = {local_date(days_ago(d)) for d in range(31)}
     assert marked_days() == {local_date(days_ago(40))} | since_move
+    # A deal's marks: only the slices whose ledger rows it changes are recomputed.
+    assert set(DirtyDay.objects.values_list("whole", flat=True)) == {False}
 
 
 def test_a_transition_entered_now_marks_its_stamps_and_today(rep):
@@ -126,6 +128,8 @@ def test_spend_saved_marks_every_day_of_its_month(db):
         amount_base=Decimal(10),
     )
     assert len(marked_days()) == 28
+    # Spend moves the cost KPIs of its channel and the company: every slice recomputes.
+    assert set(DirtyDay.objects.values_list("whole", flat=True)) == {True}
 
 
 def test_show_kpis_prints_json_keyed_by_kpi_code(rep, capsys):

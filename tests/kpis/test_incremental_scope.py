@@ -9,8 +9,8 @@ from django.utils import timezone
 
 from funnel import domain
 from funnel.stages import Stage
-from kpis import dirty, recompute
-from kpis.compute import COMPANY_COMPUTED
+from kpis import company, dirty, ledger, recompute
+from kpis.compute import COMPANY_COMPUTED, Measures
 from kpis.models import DirtyDay, KpiSnapshot, PeriodMeasures, StaleMedian
 from kpis.periods import Grain, Period, local_date, today
 from tests.factories import days_ago, deal_in_stage, make_deal
@@ -160,3 +160,39 @@ def test_a_retried_batch_takes_every_slices_larger_medians_again(rep, outsider):
     recompute.recompute_all_dirty()
     assert Decimal(_year_median(year, f"rep:{outsider.pk}")) == 1
     assert not StaleMedian.objects.exists()
+
+
+def test_releasing_a_batch_clears_its_marks_in_a_fixed_number_of_queries(
+    db, django_assert_num_queries
+):
+    """Forty marks are released in the same few queries as one: a mark made again
+    while its day was recomputed stays, handed back unclaimed; the others go."""
+    days = [today() - datetime.timedelta(days=n) for n in range(40)]
+    dirty.mark_days(days, whole=False)
+    claimed = dirty.claim(None)
+    dirty.mark_days([days[3]], whole=False)
+    with django_assert_num_queries(5):  # savepoint, lock and read, delete, update, release
+        dirty.release(claimed)
+    assert list(DirtyDay.objects.values_list("day", "claimed_until")) == [(days[3], None)]
+    keys = [(Grain.YEAR, days[0].replace(month=1, day=1), "won", s) for s in ("company", "")]
+    dirty.mark_medians(keys)
+    medians = dirty.claim_medians()
+    dirty.release_medians(medians)
+    assert not StaleMedian.objects.exists()
+
+
+def test_every_company_level_row_is_one_a_scoped_write_replaces(rep, outsider):
+    """A scoped recompute replaces the company-level KPIs of every slice
+    (``COMPANY_COMPUTED``): every row ``company.compute`` gives must be one of them,
+    or a slice outside the scope would be written twice."""
+    deal_in_stage(rep, Stage.NEGOTIATION)
+    make_deal(outsider, at=days_ago(3))
+    recompute.recompute_all()
+    month = Period.containing(Grain.MONTH, today())
+    measures = ledger.load(Grain.MONTH, [month.start, month.previous().start], Measures())
+    now = timezone.now()
+    rows = company.compute(Grain.MONTH, [month], measures, {}, now, now)
+    slices = {row.slice for row in rows}
+    assert {"company", f"rep:{rep.pk}", f"rep:{outsider.pk}"} <= slices
+    assert {row.kpi for row in rows} <= COMPANY_COMPUTED
+    assert {"open_deals_negotiation", "new_leads_per_rep", "revenue"} <= {row.kpi for row in rows}

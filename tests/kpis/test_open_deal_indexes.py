@@ -46,7 +46,7 @@ def _last_query(run):
 def test_the_open_deals_now_are_read_off_their_index_alone(on_postgres, rep):
     deal = deal_in_stage(rep, Stage.OFFER)
     limits = dict.fromkeys(Stage.values, 10)
-    result, sql = _last_query(lambda: open_now(timezone.now(), limits))
+    result, sql = _last_query(lambda: open_now(timezone.now(), limits, {rep.pk: rep.team_id}))
     assert result[f"rep:{rep.pk}"]["offer"][0] == 1
     assert result[f"team:{rep.team_id}"]["offer"][0] == 1
     assert result["company"]["offer"][1] == deal.current_value_base
