@@ -255,6 +255,12 @@ def is_marked(day):
     return DirtyDay.objects.filter(day=day).exists()
 
 
+def pending():
+    """Whether anything waits for the sweep: a dirty day or a stale larger-period median
+    (the step right after the days). One query."""
+    return DirtyDay.objects.values("pk").union(StaleMedian.objects.values("pk")).exists()
+
+
 def held_elsewhere(before, mine):
     """Whether another worker holds (under an unexpired lease) a mark of a day before
     ``before`` other than the days ``mine``: its rows in the ledger may not be

@@ -18,8 +18,8 @@ from funnel.stages import Status
 from kpis.company import percentile_days, year_before
 from kpis.compute import empty, empty_extra
 from kpis.definitions import COMPOSITES, KPIS
-from kpis.models import DirtyDay, KpiSnapshot, MaturityHorizon
-from kpis.periods import hour_of
+from kpis.models import DirtyDay, KpiSnapshot, MaturityHorizon, StaleMedian
+from kpis.periods import Grain, hour_of
 
 #: While fewer deals than this were won in the trailing 12 months, a cohort matures
 #: after DEFAULT_MATURITY_DAYS (domain.md, "Periods, slices and bases").
@@ -104,7 +104,14 @@ def is_immature(period, now=None):
 
 
 def is_dirty(period):
-    return DirtyDay.objects.filter(day__gte=period.start, day__lt=period.end).exists()
+    """Whether a recompute of ``period`` is pending: one of its days is marked, or,
+    for a larger period, its medians wait for the step after the days
+    (``StaleMedian``). One query."""
+    days = DirtyDay.objects.filter(day__gte=period.start, day__lt=period.end).values("pk")
+    if Grain(period.grain) == Grain.DAY:
+        return days.exists()
+    medians = StaleMedian.objects.filter(grain=period.grain, period_start=period.start)
+    return days.union(medians.values("pk")).exists()
 
 
 def kpi_values(grain, period, slice_key="company", breakdown="", now=None):

@@ -327,10 +327,10 @@ def stop(proc):
 
 
 def wait_for_sweep(timeout):
-    from kpis.models import DirtyDay
+    from kpis import dirty
 
     started = time.perf_counter()
-    while DirtyDay.objects.exists():
+    while dirty.pending():
         if time.perf_counter() - started > timeout:
             return None
         time.sleep(1)

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from funnel import domain
 from funnel.stages import Stage
-from kpis import company, dirty, ledger, recompute
+from kpis import company, dirty, ledger, reading, recompute
 from kpis.compute import COMPANY_COMPUTED, Measures
 from kpis.models import DirtyDay, KpiSnapshot, PeriodMeasures, StaleMedian
 from kpis.periods import Grain, Period, local_date, today
@@ -121,6 +121,10 @@ def test_the_larger_medians_of_the_changed_slices_follow_in_their_own_step(rep, 
         pass
     assert Decimal(_year_median(year, f"rep:{rep.pk}")) == 1
     assert _year_snapshot(year, f"rep:{rep.pk}") == 1
+    # Until then the year reads as being recomputed (its days are done), and the
+    # sweep as not finished.
+    day = Period.containing(Grain.DAY, local_date(days_ago(start - 8)))
+    assert (reading.is_dirty(day), reading.is_dirty(year), dirty.pending()) == (False, True, True)
     stale = set(
         StaleMedian.objects.filter(grain=Grain.YEAR, family="stay_lead").values_list(
             "period_start", "slice"
@@ -134,6 +138,7 @@ def test_the_larger_medians_of_the_changed_slices_follow_in_their_own_step(rep, 
     assert _year_snapshot(year, f"rep:{rep.pk}") == 2
     assert _year_snapshot(year, "company") == 1
     assert not StaleMedian.objects.exists()
+    assert (reading.is_dirty(year), dirty.pending()) == (False, False)
     incremental = snapshot_rows()
     recompute.recompute_all()
     assert snapshot_rows() == incremental
