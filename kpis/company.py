@@ -296,6 +296,24 @@ class CompanyKpis:
         self.now_kpis()
         return self.rows
 
+    def cycle_median(self, period, slice_):
+        self.add(
+            "sales_cycle_days_median",
+            period,
+            slice_,
+            self.measures.median((period.start, slice_, ""), "won", "cycle_days"),
+        )
+
+    def medians_only(self):
+        """The company-level KPIs that read the measures' medians alone (what a refresh
+        of the larger periods' medians moves): none of ``compute``'s other inputs."""
+        today = self.now.astimezone(tz()).date()
+        for period in self.periods:
+            if period.start <= today:
+                for slice_ in self.people_slices():
+                    self.cycle_median(period, slice_)
+        return self.rows
+
     def forecasts(self):
         out = {}
         qs = Forecast.objects.filter(
@@ -336,12 +354,7 @@ class CompanyKpis:
             self.add("avg_deal_size", period, slice_, ratio(revenue, won), revenue, won)
             cycle = self.m(period, slice_, "won", "cycle_days")
             self.add("sales_cycle_days", period, slice_, ratio(cycle, won), cycle, won)
-            self.add(
-                "sales_cycle_days_median",
-                period,
-                slice_,
-                self.measures.median((period.start, slice_, ""), "won", "cycle_days"),
-            )
+            self.cycle_median(period, slice_)
             n, w, s, c = velocity.get(slice_, (0, None, None, None))
             if None in (w, s, c) or c == 0:
                 self.add("pipeline_velocity", period, slice_, None, None, c, {"open": n})
@@ -771,6 +784,14 @@ def percentile(values, pct):
 
 def compute(grain, periods, measures, spend, now, computed_at):
     return CompanyKpis(grain, periods, measures, spend, now, computed_at).compute()
+
+
+def medians_only(grain, periods, measures, now, computed_at):
+    return CompanyKpis(grain, periods, measures, {}, now, computed_at).medians_only()
+
+
+#: The company-level KPIs ``medians_only`` computes.
+MEDIAN_KPIS = ("sales_cycle_days_median",)
 
 
 #: The KPIs ``pipeline_only`` computes, refreshed for every period on each recompute.

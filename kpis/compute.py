@@ -241,11 +241,16 @@ def compute(grain, periods, now=None):
 #: The KPIs ``company.compute`` gives: every slice's, whatever the scope of a recompute.
 COMPANY_COMPUTED = frozenset(k.code for k in KPIS if k.computed_by in ("company", "now"))
 
+#: The KPIs read from the measures' medians alone: all a refresh of the larger
+#: periods' medians can move (``store(only_medians=True)``).
+MEDIAN_KPIS = frozenset(k.code for k in KPIS if k.median) | frozenset(company.MEDIAN_KPIS)
 
-def snapshots(grain, periods, measures, now, slices=None):
+
+def snapshots(grain, periods, measures, now, slices=None, only_medians=False):
     """Unsaved snapshots of ``periods`` (sorted) from their ``measures`` (and those of
     each one's previous period). ``slices``: the family KPIs of those slices only (the
-    company-level ones are all computed: they read more than their slice's rows)."""
+    company-level ones are all computed: they read more than their slice's rows).
+    ``only_medians``: the KPIs read from medians alone (``MEDIAN_KPIS``), in ``slices``."""
     wanted = {p.start for p in periods}
     spend = spend_by_period(grain, periods[0].previous().start, periods[-1].end)
     keys = {k for k in measures.keys() if k[0] in wanted}  # noqa: SIM118 (a method, not a dict)
@@ -269,6 +274,8 @@ def snapshots(grain, periods, measures, now, slices=None):
         for kpi in KPIS:
             if kpi.code not in wanted_kpis or slice_type not in kpi.slices:
                 continue
+            if only_medians and not kpi.median:
+                continue
             if breakdown_type and breakdown_type not in kpi.breakdowns:
                 continue
             value, num, den, extra = family_value(kpi, measures, key, spend)
@@ -286,7 +293,11 @@ def snapshots(grain, periods, measures, now, slices=None):
                     computed_at=computed_at,
                 )
             )
-    out += company.compute(grain, periods, measures, spend, now, computed_at)
+    if only_medians:
+        rows = company.medians_only(grain, periods, measures, now, computed_at)
+        out += [row for row in rows if slices is None or row.slice in slices]
+    else:
+        out += company.compute(grain, periods, measures, spend, now, computed_at)
     # Stored sparsely: a row that says exactly what an absent row reads as (a count of
     # 0, a ratio of 0 ÷ 0) is not written (kpis/reading.py, ``empty``).
     return [row for row in out if not _is_empty(row)]
@@ -362,16 +373,21 @@ def _reading(row):
     return (_stored(row.value), _stored(row.numerator), _stored(row.denominator), row.extra)
 
 
-def write(grain, periods, rows, slices=None):
+def write(grain, periods, rows, slices=None, kpis=None):
     """Make the snapshots of ``periods`` exactly ``rows``, writing only the rows whose
     reading changed (an incremental recompute changes the few slices of one deal).
     ``slices``: ``rows`` hold the family KPIs of those slices only (``snapshots``), so
-    only they and the company-level KPIs are replaced. The computation only reads; the
+    only they and the company-level KPIs are replaced; ``kpis`` (codes): those KPIs'
+    rows only, in ``slices``. The computation only reads; the
     write transaction is kept short, so it never holds the database (SQLite's single
     writer lock, PostgreSQL row locks) while aggregating."""
     starts = [p.start for p in periods]
     stored = KpiSnapshot.objects.filter(grain=grain, period_start__in=starts)
-    if slices is not None:
+    if kpis is not None:
+        stored = stored.filter(kpi__in=sorted(kpis))
+        if slices is not None:
+            stored = stored.filter(slice__in=sorted(slices))
+    elif slices is not None:
         stored = stored.filter(Q(slice__in=sorted(slices)) | Q(kpi__in=sorted(COMPANY_COMPUTED)))
     return replace(stored, rows)
 
@@ -542,13 +558,22 @@ def _slice_medians(grain, start_at, end_at, slices, fresh):
             fresh.set_medians((bucket, key, ""), name, medians)
 
 
-def store(grain, periods, now=None, medians_of=MEDIAN_FAMILIES, days_fresh=False, slices=None):
+def store(
+    grain,
+    periods,
+    now=None,
+    medians_of=MEDIAN_FAMILIES,
+    days_fresh=False,
+    slices=None,
+    only_medians=False,
+):
     """Replace the snapshots of ``periods``: same input, same rows. A day is computed
     from the deals (``store_days``); a larger period from its ledger row, whose sums
     its days keep current, after taking again the medians of ``medians_of``. Unless
     the caller has just recomputed them (``days_fresh``), the days of the periods (and
     of the period before the first) are recomputed into the ledger first. ``slices``:
-    the family KPIs of those slices only (``snapshots``)."""
+    the family KPIs of those slices only (``snapshots``). ``only_medians``: only the
+    KPIs read from medians (``MEDIAN_KPIS``), when nothing else has moved."""
     periods = sorted(set(periods))
     if not periods:
         return 0
@@ -559,5 +584,5 @@ def store(grain, periods, now=None, medians_of=MEDIAN_FAMILIES, days_fresh=False
     refresh_medians(grain, periods, medians_of)
     starts = {p.start for p in periods} | {p.previous().start for p in periods}
     measures = ledger.load(grain, starts, Measures(), slices)
-    rows = snapshots(grain, periods, measures, now or timezone.now(), slices)
-    return write(grain, periods, rows, slices)
+    rows = snapshots(grain, periods, measures, now or timezone.now(), slices, only_medians)
+    return write(grain, periods, rows, slices, MEDIAN_KPIS if only_medians else None)

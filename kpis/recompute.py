@@ -280,7 +280,8 @@ def _share_inputs(now, days=()):
 
 def refresh_stale_medians():
     """Take again the larger periods' medians marked stale (``recompute_days``) from
-    the deals, and recompute those periods' KPIs of those slices. Returns the
+    the deals, and recompute those periods' median KPIs of those slices (every other
+    KPI was recomputed with the days: ``store(only_medians=True)``). Returns the
     snapshot rows written."""
     claimed = dirty.claim_medians()
     if not claimed:
@@ -299,7 +300,14 @@ def refresh_stale_medians():
             medians_of = set(families) if every else dict(families)
             slices = None if every else set().union(*families.values())
             periods = [Period.containing(grain, start) for start in sorted(starts)]
-            total += store(grain, periods, medians_of=medians_of, days_fresh=True, slices=slices)
+            total += store(
+                grain,
+                periods,
+                medians_of=medians_of,
+                days_fresh=True,
+                slices=slices,
+                only_medians=True,
+            )
     dirty.release_medians(claimed)
     return total
 

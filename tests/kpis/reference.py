@@ -1223,10 +1223,14 @@ def window_origin(now: datetime.datetime) -> datetime.datetime:
     return origin.replace(second=0, microsecond=0)
 
 
-def build_dataset(scripts, cast, *, now=None, company_settings=True) -> dict:
+def build_dataset(scripts, cast, *, now=None, company_settings=True, pause=None, held=None) -> dict:
     """Play ``scripts`` through the domain functions; add monthly marketing spend and
     sales cost for every month of the window (and, when kpis.models has them, stage
-    settings, targets and forecasts). Returns the window's origin and the deals made."""
+    settings, targets and forecasts). Returns the window's origin and the deals made.
+
+    With ``pause`` (a callable) the scripts are played in two parts: every deal is
+    created and plays its first ``held[n]`` steps, the spend and settings are added,
+    ``pause()`` is called, then every deal plays the rest of its steps."""
     from funnel import domain
     from funnel.models import LostReason
 
@@ -1246,48 +1250,24 @@ def build_dataset(scripts, cast, *, now=None, company_settings=True) -> dict:
     companies[-1].save(update_fields=["churned_at"])
     reasons = {r.code: r for r in LostReason.objects.all()}
 
-    deals = []
-    for n, script in enumerate(scripts):
+    deals, drafts, sent_offers = [], {}, {}
+
+    def play(deal, script, steps):
+        """Play ``steps`` of ``script`` on ``deal``; the draft and the sent offer a later
+        step responds to are kept per deal (a script may be played in two parts)."""
         owner = reps[script.owner]
-        lead_at = moment(script.lead_minute)
-        deal = domain.create_deal(
-            by=owner,
-            owner=owner,
-            company=companies[script.company],
-            title=f"Generated deal {n}",
-            at=lead_at,
-            channel=channels[script.channel] if script.channel is not None else None,
-            estimated_value=script.estimated_value,
-            first_touch_at=(
-                lead_at - datetime.timedelta(minutes=script.first_touch_minutes)
-                if script.first_touch_minutes is not None
-                else None
-            ),
-            expected_close_date=(
-                local_day(lead_at) + datetime.timedelta(days=script.expected_close_days)
-                if script.expected_close_days is not None
-                else None
-            ),
-            segment=script.segment,
-            industry=script.industry,
-            heard_from=script.heard_from,
-            contact_prompt=script.contact_prompt,
-            product_scope=script.product_scope,
-        )
-        draft = sent = None
-        for step in script.steps:
+        for step in steps:
             at = moment(step.minute)
             if step.action == "move":
                 domain.move_forward(deal, step.stage, by=owner, at=at)
             elif step.action == "start_offer":
-                draft = domain.start_offer(deal, value=step.value, by=owner, at=at)
+                drafts[deal.pk] = domain.start_offer(deal, value=step.value, by=owner, at=at)
             elif step.action == "send_offer":
-                sent = domain.send_offer(draft, by=owner, at=at)
-                draft = None
+                sent_offers[deal.pk] = domain.send_offer(drafts.pop(deal.pk), by=owner, at=at)
             elif step.action == "accept":
-                domain.accept_offer(sent, by=owner, at=at)
+                domain.accept_offer(sent_offers[deal.pk], by=owner, at=at)
             elif step.action == "reject":
-                domain.reject_offer(sent, by=owner, at=at)
+                domain.reject_offer(sent_offers[deal.pk], by=owner, at=at)
             elif step.action == "round":
                 domain.add_round(
                     deal,
@@ -1322,6 +1302,35 @@ def build_dataset(scripts, cast, *, now=None, company_settings=True) -> dict:
             # Offer responses and the terms they agree change the deal's row (and its
             # version) through another instance: read it again before the next step.
             deal.refresh_from_db()
+
+    for n, script in enumerate(scripts):
+        owner = reps[script.owner]
+        lead_at = moment(script.lead_minute)
+        deal = domain.create_deal(
+            by=owner,
+            owner=owner,
+            company=companies[script.company],
+            title=f"Generated deal {n}",
+            at=lead_at,
+            channel=channels[script.channel] if script.channel is not None else None,
+            estimated_value=script.estimated_value,
+            first_touch_at=(
+                lead_at - datetime.timedelta(minutes=script.first_touch_minutes)
+                if script.first_touch_minutes is not None
+                else None
+            ),
+            expected_close_date=(
+                local_day(lead_at) + datetime.timedelta(days=script.expected_close_days)
+                if script.expected_close_days is not None
+                else None
+            ),
+            segment=script.segment,
+            industry=script.industry,
+            heard_from=script.heard_from,
+            contact_prompt=script.contact_prompt,
+            product_scope=script.product_scope,
+        )
+        play(deal, script, script.steps if pause is None else script.steps[: held[n]])
         deals.append(deal)
 
     months = []
@@ -1344,6 +1353,10 @@ def build_dataset(scripts, cast, *, now=None, company_settings=True) -> dict:
         )
     if company_settings:
         build_company_settings(cast, months, now)
+    if pause is not None:
+        pause()
+        for n, (deal, script) in enumerate(zip(deals, scripts, strict=True)):
+            play(deal, script, script.steps[held[n] :])
     return {"origin": origin, "now": now, "deals": deals, "months": months}
 
 
