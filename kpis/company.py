@@ -283,18 +283,20 @@ class CompanyKpis:
         new_customers = self.new_customers()
         sales_cost = sales_cost_by_period(self.grain, self.periods[0].start, self.periods[-1].end)
         forecasts = self.forecasts()
-        today = self.now.astimezone(tz()).date()
         for period in self.periods:
             self.pipeline_kpis(period, targets, pipeline, trailing)
-            # A period still to come has no history; its time series (open
-            # opportunities at its start, active reps, customers...) would only repeat
-            # today's state and go stale with every change: not stored.
-            if period.start <= today:
+            if self.has_history(period):
                 self.period_kpis(
                     period, targets, pipeline, new_customers, sales_cost, trailing, forecasts
                 )
         self.now_kpis()
         return self.rows
+
+    def has_history(self, period):
+        """A period still to come has no history; its time series (open opportunities at
+        its start, active reps, customers...) would only repeat today's state and go
+        stale with every change: not stored."""
+        return period.start <= self.now.astimezone(tz()).date()
 
     def cycle_median(self, period, slice_):
         self.add(
@@ -307,11 +309,9 @@ class CompanyKpis:
     def medians_only(self):
         """The company-level KPIs that read the measures' medians alone (what a refresh
         of the larger periods' medians moves): none of ``compute``'s other inputs."""
-        today = self.now.astimezone(tz()).date()
-        for period in self.periods:
-            if period.start <= today:
-                for slice_ in self.people_slices():
-                    self.cycle_median(period, slice_)
+        for period in filter(self.has_history, self.periods):
+            for slice_ in self.people_slices():
+                self.cycle_median(period, slice_)
         return self.rows
 
     def forecasts(self):

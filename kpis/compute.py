@@ -252,7 +252,10 @@ def snapshots(grain, periods, measures, now, slices=None, only_medians=False):
     company-level ones are all computed: they read more than their slice's rows).
     ``only_medians``: the KPIs read from medians alone (``MEDIAN_KPIS``), in ``slices``."""
     wanted = {p.start for p in periods}
-    spend = spend_by_period(grain, periods[0].previous().start, periods[-1].end)
+    # The medians read no spend.
+    spend = (
+        {} if only_medians else spend_by_period(grain, periods[0].previous().start, periods[-1].end)
+    )
     keys = {k for k in measures.keys() if k[0] in wanted}  # noqa: SIM118 (a method, not a dict)
     keys |= {(start, sl, "") for (start, sl) in spend if start in wanted}
     keys |= {(start, "company", "") for start in wanted}
@@ -582,7 +585,9 @@ def store(
     if not days_fresh:
         refresh_ledger_for(periods)
     refresh_medians(grain, periods, medians_of)
-    starts = {p.start for p in periods} | {p.previous().start for p in periods}
+    starts = {p.start for p in periods}
+    if not only_medians:
+        starts |= {p.previous().start for p in periods}  # growth reads the period before
     measures = ledger.load(grain, starts, Measures(), slices)
     rows = snapshots(grain, periods, measures, now or timezone.now(), slices, only_medians)
     return write(grain, periods, rows, slices, MEDIAN_KPIS if only_medians else None)

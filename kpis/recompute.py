@@ -228,7 +228,13 @@ def recompute_days(days, claimed=None):
         if not ledger.is_built():
             build_ledger()
             whole = True  # the days' rows were just built: no change is seen
-        _share_inputs(now, days)
+        company.use_latest_inputs(now)
+        # The owner counts at the few boundaries asked, from the ledger (read once the
+        # days' rows are replaced, below), instead of every deal scanned six times;
+        # from the deals while another worker holds earlier days (their ledger rows
+        # may still be stale, and its recompute covers only its own days' periods).
+        if not dirty.held_elsewhere(before=max(days), mine=days):
+            company.preset("owner_timeline", LedgerOwners())
         # The open pipeline of every grain's periods of the dirty days, in one query.
         by_grain = periods_for_days(days)
         periods = [p for grain in by_grain.values() for p in grain]
@@ -266,18 +272,6 @@ def recompute_days(days, claimed=None):
     return total
 
 
-def _share_inputs(now, days=()):
-    """The inputs every grain of an incremental recompute shares: the latest stored
-    hour's statistics and the owner counts at the few boundaries asked, from the
-    ledger (read once the days' rows are replaced) instead of every deal scanned six
-    times; from the deals while another worker holds earlier days (their ledger rows
-    may still be stale, and its recompute covers only its own days' periods)."""
-    company.use_latest_inputs(now)
-    before = max(days) if days else datetime.date.max
-    if not dirty.held_elsewhere(before=before, mine=days):
-        company.preset("owner_timeline", LedgerOwners())
-
-
 def refresh_stale_medians():
     """Take again the larger periods' medians marked stale (``recompute_days``) from
     the deals, and recompute those periods' median KPIs of those slices (every other
@@ -292,22 +286,17 @@ def refresh_stale_medians():
         starts.add(start)
         families[family].add(key)
     total = 0
-    with company.sharing():
-        _share_inputs(timezone.now())
-        for grain, (starts, families) in wanted.items():
-            every = any("" in keys for keys in families.values())
-            # "" (every slice) takes every slice of the families named.
-            medians_of = set(families) if every else dict(families)
-            slices = None if every else set().union(*families.values())
-            periods = [Period.containing(grain, start) for start in sorted(starts)]
-            total += store(
-                grain,
-                periods,
-                medians_of=medians_of,
-                days_fresh=True,
-                slices=slices,
-                only_medians=True,
-            )
+    # The median KPIs read neither the hour's inputs nor the owner timeline: nothing
+    # shared is set up.
+    for grain, (starts, families) in wanted.items():
+        every = any("" in keys for keys in families.values())
+        # "" (every slice) takes every slice of the families named.
+        medians_of = set(families) if every else dict(families)
+        slices = None if every else set().union(*families.values())
+        periods = [Period.containing(grain, start) for start in sorted(starts)]
+        total += store(
+            grain, periods, medians_of=medians_of, days_fresh=True, slices=slices, only_medians=True
+        )
     dirty.release_medians(claimed)
     return total
 

@@ -13,7 +13,7 @@ from kpis import company, dirty, ledger, reading, recompute
 from kpis.compute import COMPANY_COMPUTED, Measures
 from kpis.models import DirtyDay, KpiSnapshot, PeriodMeasures, StaleMedian
 from kpis.periods import Grain, Period, local_date, today
-from tests.factories import days_ago, deal_in_stage, make_deal
+from tests.factories import days_ago, deal_in_stage, make_deal, won_deal
 from tests.kpis.builders import snapshot_rows
 
 
@@ -207,3 +207,21 @@ def test_every_company_level_row_is_one_a_scoped_write_replaces(rep, outsider):
     assert {"company", f"rep:{rep.pk}", f"rep:{outsider.pk}"} <= slices
     assert {row.kpi for row in rows} <= COMPANY_COMPUTED
     assert {"open_deals_negotiation", "new_leads_per_rep", "revenue"} <= {row.kpi for row in rows}
+
+
+def test_the_company_level_medians_alone_are_those_of_the_whole_computation(rep, outsider):
+    """The medians step computes the company-level KPIs read from medians alone
+    (``company.medians_only``): the very rows ``company.compute`` gives for them."""
+    won_deal(rep, start_days_ago=40)
+    won_deal(rep, start_days_ago=60)
+    won_deal(outsider, start_days_ago=50)
+    recompute.recompute_all()
+    year = Period.containing(Grain.YEAR, local_date(days_ago(3)))  # won_deal wins then
+    measures = ledger.load(Grain.YEAR, [year.start, year.previous().start], Measures())
+    now = timezone.now()
+    full = company.compute(Grain.YEAR, [year], measures, {}, now, now)
+    alone = company.medians_only(Grain.YEAR, [year], measures, now, now)
+    assert alone == [row for row in full if row.kpi in company.MEDIAN_KPIS]
+    values = {row.slice: row.value for row in alone}
+    assert values["company"] is not None and values[f"rep:{rep.pk}"] is not None
+    assert {row.kpi for row in alone} == set(company.MEDIAN_KPIS)
