@@ -333,6 +333,28 @@ class BulkDeals:
             self._clear()
 
 
+# The row rules both paths share (importing._replay and _Replay).
+
+
+def answered_at(row, status):
+    """When the client answered an offer of a deal that did not go past ``offer`` (the
+    others answered on entering negotiation, or closing when it was skipped): the loss,
+    for a deal lost at ``offer``; else the file gives no moment and the sending is taken
+    (docs/kpis.md, "Imported history")."""
+    if status == LOST and row["lost_at"] is not None:
+        return row["lost_at"]
+    return row["offer_sent_at"]
+
+
+def agreed_terms(row, agreed_value):
+    """(agreed value, discount) a row agrees: its agreed_value, or else the value its
+    accepted offer agreed (``agreed_value``), with its discount_pct."""
+    value = row["agreed_value"]
+    if value is None and row["offer_status"] == ACCEPTED:
+        value = agreed_value
+    return value, row["discount_pct"]
+
+
 class _Replay:
     """One row's transitions in memory. Each method does what the domain function of
     the same name does, checks included; a check that fails raises Refused."""
@@ -390,8 +412,6 @@ class _Replay:
                 self.start_offer(row["offer_value"], moment)
                 if row["offer_sent_at"]:
                     self.send_offer(row["offer_sent_at"])
-                    if plan.stamps.get(Stage.NEGOTIATION) is None:
-                        self.respond(row["offer_sent_at"])
             if target == NEGOTIATION:
                 proposed = next(
                     (
@@ -405,9 +425,11 @@ class _Replay:
                     self.add_round(moment, proposed, row["discount_pct"] or 0)
             if target == CLOSING and row["document_type"]:
                 self.save_closing_document(moment)
-        if not self.agreed and row["agreed_value"] is not None:
-            self.agree(self.d["last_event_at"])
         status = row["status"] or Status.OPEN
+        if self.offer and self.offer["sent_at"] and not self.responded:
+            self.respond(answered_at(row, status))
+        if not self.agreed and agreed_terms(row, self.d["agreed_value"])[0] is not None:
+            self.agree(self.d["last_event_at"])
         if status == WON:
             self.win(row["won_at"])
         elif status == LOST:
@@ -524,17 +546,17 @@ class _Replay:
         offer["responded_at"] = at
         offer["responded_by_id"] = self.by
         if status == ACCEPTED and d["agreed_value"] is None and INDEX[d["stage"]] >= INDEX[OFFER]:
-            self.agree_terms(offer["value"], None, at)
+            self.agreeagreed_terms(offer["value"], None, at)
 
     def agree(self, at):
         """importing's ``agree``: the row's terms, unless the accepted offer set them."""
         self.agreed = True
-        value, discount = self.row["agreed_value"], self.row["discount_pct"]
+        value, discount = agreed_terms(self.row, self.d["agreed_value"])
         if value is None or (self.d["agreed_value"] == value and discount is None):
             return
-        self.agree_terms(value, discount, at)
+        self.agreeagreed_terms(value, discount, at)
 
-    def agree_terms(self, value, discount, at):
+    def agreeagreed_terms(self, value, discount, at):
         d = self.d
         at = self.moment(at)
         if d["status"] != OPEN or INDEX[d["stage"]] < INDEX[OFFER]:

@@ -43,7 +43,7 @@ from django.utils.text import slugify
 
 from accounts.models import Role, User
 from funnel import domain, stages
-from funnel.import_bulk import BulkDeals
+from funnel.import_bulk import BulkDeals, agreed_terms, answered_at
 from funnel.models import (
     Channel,
     Company,
@@ -726,6 +726,45 @@ class _Plan:
     last_stage: Stage
 
 
+#: What an imported stay of no length lasts: the next stage is entered this much later,
+#: on the same day (``_stays_of_no_length``).
+NO_LENGTH = datetime.timedelta(microseconds=1)
+
+
+def _worked_in(row, stage):
+    """Whether the row shows work done in ``stage``: an offer, negotiation rounds."""
+    if stage == Stage.OFFER:
+        return row["offer_value"] is not None
+    if stage == Stage.NEGOTIATION:
+        return bool(row["negotiation_rounds"])
+    return False
+
+
+def _stays_of_no_length(row):
+    """Stamps equal to the next stamped stage's are a skip (domain.md: a skipped stage
+    is stamped with the moment of the move that passed it), except for a stage the row
+    shows was worked in (an offer, rounds): date-only history often has an offer sent
+    and answered, or a negotiation concluded, the day it began. Such a stay is kept,
+    one microsecond long: the next stage is entered that much later (the same day), and
+    an outcome given at that moment follows it. Done on the row, in place, before
+    anything reads its moments."""
+    previous_stage, previous, original = Stage.LEAD, row["lead_at"], row["lead_at"]
+    for stage in stages.ORDER[1:]:
+        column = STAMP_COLUMNS[stage]
+        moment = row[column]
+        if moment is None:
+            continue
+        if original <= moment <= previous:  # (one earlier than original is refused)
+            if _worked_in(row, previous_stage):
+                row[column] = previous + NO_LENGTH
+            else:
+                row[column] = previous  # passed by a skip, at the moment moved
+        previous_stage, previous, original = stage, row[column], moment
+    for column in ("won_at", "lost_at"):
+        if row[column] is not None and original <= row[column] < previous:
+            row[column] = previous
+
+
 def _plan(row):
     given = [(stage, row[STAMP_COLUMNS[stage]]) for stage in stages.ORDER]
     last = max(i for i, (_, moment) in enumerate(given) if moment is not None)
@@ -821,19 +860,18 @@ def _check_deal_row(row, plan):
     if rounds:
         if not row["negotiation_at"]:
             errors.append("negotiation_rounds: Rounds need a negotiation: negotiation_at is empty.")
-        elif stamps.get(Stage.CLOSING) == row["negotiation_at"]:
-            errors.append(
-                "negotiation_rounds: Rounds need a negotiation, and it was skipped "
-                "(negotiation_at equals closing_at)."
-            )
         elif all(row[c] is None for c in ("agreed_value", "offer_value", "estimated_value")):
             errors.append(
                 "negotiation_rounds: A round proposes a value: give agreed_value, "
                 "offer_value or estimated_value."
             )
     # Terms.
-    if row["discount_pct"] is not None and row["agreed_value"] is None:
-        errors.append("discount_pct: A discount needs agreed_value.")
+    if (
+        row["discount_pct"] is not None
+        and row["agreed_value"] is None
+        and offer_status != OfferStatus.ACCEPTED
+    ):
+        errors.append("discount_pct: A discount needs agreed_value (or an accepted offer).")
     if row["closing_at"] and row["agreed_value"] is None and offer_status != OfferStatus.ACCEPTED:
         errors.append(
             "agreed_value: Closing needs agreed terms: give agreed_value (or an accepted offer)."
@@ -888,6 +926,7 @@ class _DealImporter:
         ]
         if missing:
             raise RowError(*missing)
+        _stays_of_no_length(row)
         plan = _plan(row)
         _check_deal_row(row, plan)
         bulk = self.bulk
@@ -970,7 +1009,8 @@ class _DealImporter:
         def agree(at, column):
             nonlocal agreed
             agreed = True
-            value, discount = row["agreed_value"], row["discount_pct"]
+            # No agreed_value: the accepted offer's value, with the row's discount.
+            value, discount = agreed_terms(row, deal.agreed_value)
             if value is None or (deal.agreed_value == value and discount is None):
                 return  # nothing to agree, or the accepted offer agreed it already
             with _column("agreed_value", at=column):
@@ -997,8 +1037,6 @@ class _DealImporter:
                 if row["offer_sent_at"]:
                     with _column("offer_sent_at", sent_at="offer_sent_at"):
                         domain.send_offer(offer, by=by, at=row["offer_sent_at"])
-                    if plan.stamps.get(Stage.NEGOTIATION) is None:
-                        respond(row["offer_sent_at"])
             if target == Stage.NEGOTIATION:
                 proposed = next(
                     (
@@ -1036,10 +1074,12 @@ class _DealImporter:
                         final_value=row["final_value"],
                         by=by,
                     )
-        if not agreed and row["agreed_value"] is not None:
+        status = row["status"] or Status.OPEN
+        if offer is not None and offer.sent_at and not responded:
+            respond(answered_at(row, status))
+        if not agreed and agreed_terms(row, deal.agreed_value)[0] is not None:
             # Terms agreed but the deal never reached closing: agreed at its latest event.
             agree(deal.last_event_at, "agreed_value")
-        status = row["status"] or Status.OPEN
         if status == Status.WON:
             with _column("won_at", at="won_at"):
                 domain.win(deal, by=by, at=row["won_at"])

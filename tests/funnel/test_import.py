@@ -618,7 +618,6 @@ BAD = [
     {**OFFERED, "negotiation_at": "2026-01-10T09:00", "closing_at": "2026-01-12T09:00"},
     {
         **OFFERED,
-        "negotiation_at": "2026-01-12T09:00",
         "closing_at": "2026-01-12T09:00",
         "agreed_value": "900",
         "negotiation_rounds": "2",
@@ -653,11 +652,7 @@ BAD_ERRORS = [
     ),
     (7, "lost_stage: 'offer' is not the last stamped stage (needs)."),
     (8, "agreed_value: Closing needs agreed terms: give agreed_value (or an accepted offer)."),
-    (
-        9,
-        "negotiation_rounds: Rounds need a negotiation, and it was skipped "
-        "(negotiation_at equals closing_at).",
-    ),
+    (9, "negotiation_rounds: Rounds need a negotiation: negotiation_at is empty."),
     (10, "negotiation_at: Negotiation starts from a sent offer: send an offer first."),
     (11, "currency: No exchange rate for USD on or before 2026-01-05."),
     (
@@ -666,7 +661,7 @@ BAD_ERRORS = [
         "stages must stay in order.",
     ),
     (13, "lost_reason: Unknown lost reason 'Weather'."),
-    (14, "discount_pct: A discount needs agreed_value."),
+    (14, "discount_pct: A discount needs agreed_value (or an accepted offer)."),
     (15, "external_id: 'G-1' appears again (line 2)."),
 ]
 
@@ -692,6 +687,125 @@ def test_a_file_with_bad_rows_reports_each_by_line_and_imports_nothing(setup, tm
     result = import_text(csv_text(*BAD))
     assert result.errors == BAD_ERRORS
     assert (result.valid, result.created, result.failed, result.rejected) == (1, 0, 13, True)
+
+
+#: Date-only history (each moment local midnight): stages sharing a day.
+SAME_DAY = [
+    {
+        # Qualification and needs on one day, nothing done in qualification: a skip.
+        # Offer, negotiation (a round) and closing on one day: stays of no length, as
+        # the offer and the round show; discount with the accepted offer's terms.
+        "external_id": "S-1",
+        "company": "Same Day",
+        "owner": "rep",
+        "lead_at": "2026-02-02",
+        "qualification_at": "2026-02-03",
+        "needs_at": "2026-02-03",
+        "offer_at": "2026-02-05",
+        "offer_value": "1000",
+        "offer_sent_at": "2026-02-05",
+        "offer_status": "accepted",
+        "negotiation_at": "2026-02-05",
+        "negotiation_rounds": "1",
+        "discount_pct": "10",
+        "closing_at": "2026-02-05",
+        "document_type": "contract",
+        "final_value": "1000",
+        "status": "won",
+        "won_at": "2026-02-05",
+    },
+    {
+        # Rejected and lost at offer: answered when lost.
+        "external_id": "S-2",
+        "company": "Same Day",
+        "owner": "rep",
+        "lead_at": "2026-02-02",
+        "needs_at": "2026-02-03",
+        "offer_at": "2026-02-04",
+        "offer_value": "500",
+        "offer_sent_at": "2026-02-05",
+        "offer_status": "rejected",
+        "status": "lost",
+        "lost_at": "2026-02-09",
+        "lost_reason": "price",
+    },
+    {
+        # Accepted, negotiation skipped: answered on entering closing.
+        "external_id": "S-3",
+        "company": "Same Day",
+        "owner": "rep",
+        "lead_at": "2026-02-02",
+        "needs_at": "2026-02-03",
+        "offer_at": "2026-02-04",
+        "offer_value": "700",
+        "offer_sent_at": "2026-02-05",
+        "offer_status": "accepted",
+        "closing_at": "2026-02-10",
+        "document_type": "proforma",
+        "final_value": "700",
+        "status": "won",
+        "won_at": "2026-02-12",
+    },
+]
+
+
+@pytest.mark.parametrize("bulk", [True, False], ids=["bulk", "domain"])
+def test_stages_sharing_a_day_are_stays_when_the_row_shows_work_in_them(setup, bulk):
+    result = importing.import_deals(io.StringIO(csv_text(*SAME_DAY)), bulk=bulk)
+
+    assert (result.created, result.failed, result.errors) == (3, 0, [])
+    midnight = datetime.datetime(2026, 2, 5, tzinfo=WARSAW)
+    tick = datetime.timedelta(microseconds=1)
+    s1 = described(deal("S-1"))
+    assert s1["stamps"] == (
+        datetime.datetime(2026, 2, 2, tzinfo=WARSAW),
+        *[datetime.datetime(2026, 2, 3, tzinfo=WARSAW)] * 2,
+        midnight,
+        midnight + tick,
+        midnight + 2 * tick,
+    )
+    assert [h[:3] for h in s1["history"]] == [
+        ("created", None, "lead"),
+        ("skipped", "lead", "qualification"),
+        ("moved", "qualification", "needs"),
+        ("moved", "needs", "offer"),
+        ("moved", "offer", "negotiation"),
+        ("moved", "negotiation", "closing"),
+        ("won", "closing", "closing"),
+    ]
+    thousand = Decimal("1000.00")
+    assert s1["offers"] == [
+        (1, "accepted", thousand, thousand, midnight, midnight, midnight + tick)
+    ]
+    assert s1["rounds"] == [(1, midnight + tick, thousand, thousand, Decimal("10.00"))]
+    assert s1["terms"][:2] == (thousand, thousand)
+    assert deal("S-1").discount_pct == Decimal("10.00")
+    assert deal("S-1").won_at == midnight + 2 * tick
+
+    s2 = described(deal("S-2"))
+    assert s2["offers"][0][1] == "rejected"
+    assert s2["offers"][0][6] == datetime.datetime(2026, 2, 9, tzinfo=WARSAW)
+    s3 = described(deal("S-3"))
+    assert s3["history"][4][:3] == ("skipped", "offer", "negotiation")
+    assert s3["offers"][0][1] == "accepted"
+    assert s3["offers"][0][6] == datetime.datetime(2026, 2, 10, tzinfo=WARSAW)
+
+    recompute.recompute_all(grains=["month"])
+
+    def kpi(code):
+        row = KpiSnapshot.objects.get(
+            kpi=code, grain="month", period_start=d(2, 1), slice="company", breakdown=""
+        )
+        return row.value, row.numerator, row.denominator
+
+    # Answered after 1 µs (S-1), 4 days (S-2) and 5 days (S-3).
+    assert kpi("offer_turnaround_days") == (Decimal("3"), Decimal("9"), Decimal("3"))
+    # S-1's offer stay (1 µs) counts; nobody skipped the offer stage.
+    assert kpi("skipped_offer_pct") == (Decimal("0"), Decimal("0"), Decimal("3"))
+    # S-1 by the shared day, S-2 and S-3 by an empty qualification_at.
+    assert kpi("skipped_qualification_pct") == (Decimal("100"), Decimal("3"), Decimal("3"))
+    assert kpi("negotiation_rounds") == (Decimal("1"), Decimal("1"), Decimal("1"))
+    assert kpi("avg_discount_pct") == (Decimal("10"), Decimal("10"), Decimal("1"))
 
 
 def test_valid_only_imports_the_good_rows_and_reports_the_bad_ones(setup):
