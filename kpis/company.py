@@ -73,18 +73,20 @@ def _scopes(owner_id, owners):
 
 def stage_probabilities(now):
     """Win probability per stage: the share won of deals that reached the stage in the
-    12 months before ``now`` and closed; the admin default while fewer than 20 closed."""
+    12 months before ``now`` (domain.md, to the letter: the deals still open count, as
+    not won); the admin default while fewer than 20 of them are closed."""
     settings = dict(StageSetting.objects.values_list("stage", "default_probability_pct"))
     since = year_before(now)
     out = {}
     for stage in stages.ORDER:
         stamp = stages.stamp_field(stage)
         counts = Deal.objects.filter(**{f"{stamp}__gte": since, f"{stamp}__lt": now}).aggregate(
+            reached=Count("pk"),
             won=Count("pk", filter=Q(status=Status.WON)),
             closed=Count("pk", filter=Q(status__in=[Status.WON, Status.LOST])),
         )
         if counts["closed"] >= MIN_CLOSED:
-            out[stage] = Decimal(counts["won"]) / Decimal(counts["closed"])
+            out[stage] = Decimal(counts["won"]) / Decimal(counts["reached"])
         elif stage in settings:
             out[stage] = settings[stage] / HUNDRED
         else:

@@ -808,18 +808,18 @@ def active_customers(data, moment) -> set:
 
 
 def stage_probability(data, stage, now) -> Decimal | None:
-    """Of deals that entered ``stage`` in the 12 months before now and are closed, the
-    share won; the admin's default while fewer than 20 such deals are closed."""
+    """Of deals that entered ``stage`` in the 12 months before now, the share won; the
+    admin's default while fewer than 20 of them are closed."""
     since = months_before(now)
-    closed = [
+    reached = [
         d
         for d in data.deals
-        if data.stamp(d, stage) is not None
-        and since <= data.stamp(d, stage) < now
-        and d.status in (Status.WON, Status.LOST)
+        if data.stamp(d, stage) is not None and since <= data.stamp(d, stage) < now
     ]
+    closed = [d for d in reached if d.status in (Status.WON, Status.LOST)]
     if len(closed) >= 20:
-        return Decimal(len([d for d in closed if d.status == Status.WON])) / Decimal(len(closed))
+        won = [d for d in reached if d.status == Status.WON]
+        return Decimal(len(won)) / Decimal(len(reached))
     setting = data.stage_settings.get(Stage(stage).value)
     if setting is None:
         return None

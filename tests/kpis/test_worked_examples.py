@@ -9,7 +9,7 @@ import pytest
 
 from funnel.models import Channel, Company, LostReason, MarketingSpend
 from funnel.stages import Stage, Status
-from kpis import compute, reading
+from kpis import company, compute, reading
 from kpis.models import Forecast, ForecastKind, Target
 from kpis.periods import Period
 from tests.factories import CompanyFactory, UserFactory
@@ -266,3 +266,28 @@ def test_revenue_1000000_and_20_active_reps_give_productivity_50000(db, company_
     values = kpis_of(MARCH)
     assert values["rep_productivity"]["value"] == Decimal(50000)
     assert values["rep_productivity"]["denominator"] == 20
+
+
+def test_stage_probability_is_the_share_won_of_every_deal_that_reached_the_stage(rep, company_x):
+    """domain.md: "the share of deals that reached a stage in the trailing 12 months and
+    were won": the deals still open count, as not won (20 closed: measured)."""
+    lost = LostReason.objects.create(code="price_x", name_en="Price", name_pl="Cena")
+    deals = [won_row(rep, at(2025, 2, 1), at(2025, 3, 1 + i), Decimal(100)) for i in range(5)]
+    deals += [
+        deal_row(
+            rep,
+            at(2025, 2, 1),
+            reached=Stage.CLOSING,
+            status=Status.LOST,
+            lost_at=at(2025, 3, 10 + i),
+            lost_reason=lost,
+        )
+        for i in range(15)
+    ]
+    deals += [deal_row(rep, at(2025, 2, 1), reached=Stage.CLOSING)]
+    save_deals(deals)
+
+    probabilities = company.stage_probabilities(at(2025, 6, 1))
+
+    assert probabilities[Stage.CLOSING] == Decimal(5) / Decimal(21)
+    assert probabilities[Stage.LEAD] == Decimal(5) / Decimal(21)
