@@ -4,10 +4,13 @@ The Celery tasks (kpis/tasks.py) and the ``recompute_kpis`` command call these.
 """
 
 import datetime
+import functools
 import logging
+import threading
 from collections import defaultdict
 
-from django.db import transaction
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Max, Min
 from django.utils import timezone
 
@@ -29,12 +32,44 @@ from kpis.timeline import LedgerOwners, customer_timeline, job_tag
 
 log = logging.getLogger(__name__)
 
+_sorting = threading.local()
+
+
+def sort_memory(function):
+    """Run ``function`` with PostgreSQL's ``work_mem`` raised to ``LEJEK_KPI_WORK_MEM``
+    on its connection, and reset afterwards: the roll-ups' grouping sets and the
+    medians sort in memory instead of on disk. Reentrant (a sweep calls the batch
+    recompute); the web requests' connections keep the server's setting."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        size = settings.LEJEK_KPI_WORK_MEM
+        if connection.vendor != "postgresql" or not size or getattr(_sorting, "on", False):
+            return function(*args, **kwargs)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('work_mem', %s, false)", [size])
+        _sorting.on = True
+        try:
+            return function(*args, **kwargs)
+        finally:
+            _sorting.on = False
+            if not connection.needs_rollback:
+                try:
+                    with connection.cursor() as cursor:
+                        cursor.execute("RESET work_mem")
+                except DatabaseError:  # the connection is gone: so is its setting
+                    log.warning("could not reset work_mem", exc_info=True)
+
+    return wrapper
+
+
 #: Dirty days one task takes at a time. Each batch recomputes, per grain, every period
 #: containing one of its days: a batch of days inside one month costs about as much as
 #: a single day (the month, quarter and year are recomputed once for all of them).
 DIRTY_BATCH = 400
 
 
+@sort_memory
 def recompute_period(grain, period_start):
     """Recompute one period from the deals: its days first (the ledger), then the
     period. Days whose measures changed are marked, so every other period containing
@@ -97,6 +132,7 @@ def periods_of_span(grain, span=None):
     return periods_between(grain, *(span or data_span()))
 
 
+@sort_memory
 def recompute_all(grains=GRAINS):
     """Recompute every period of every grain from the first data to the last. The
     marks present when it starts are covered by it and cleared (unless marked again
@@ -159,6 +195,7 @@ def start_full_recompute(grains=GRAINS):
     return job, days or list(enumerate(parts))
 
 
+@sort_memory
 def recompute_part(job_id, index, grain, first, last):
     """Recompute one part of a full recompute. Returns the parts to send next: the
     larger ones, handed out once (by the part that finishes the days). The last part to
@@ -272,6 +309,7 @@ def recompute_days(days, claimed=None):
     return total
 
 
+@sort_memory
 def refresh_stale_medians():
     """Take again the larger periods' medians marked stale (``recompute_days``) from
     the deals, and recompute those periods' median KPIs of those slices (every other
@@ -301,6 +339,7 @@ def refresh_stale_medians():
     return total
 
 
+@sort_memory
 def refresh_hour(now=None):
     """Take ``now``'s hour's inputs (stage probabilities, trailing win rates, stall
     limits) unless taken, and refresh with them what they move beyond the days marked:
@@ -319,6 +358,7 @@ def refresh_hour(now=None):
     return total
 
 
+@sort_memory
 def recompute_dirty(limit=DIRTY_BATCH):
     """Recompute one batch of dirty days; return how many days it took."""
     claimed = dirty.claim(limit)
@@ -330,6 +370,7 @@ def recompute_dirty(limit=DIRTY_BATCH):
     return len(claimed)
 
 
+@sort_memory
 def recompute_all_dirty():
     """The sweep (every minute), also enqueued by every change: what is dirty first,
     then, once an hour, the hour's inputs (``refresh_hour``, which marks today again)
