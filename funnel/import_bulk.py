@@ -546,7 +546,7 @@ class _Replay:
         offer["responded_at"] = at
         offer["responded_by_id"] = self.by
         if status == ACCEPTED and d["agreed_value"] is None and INDEX[d["stage"]] >= INDEX[OFFER]:
-            self.agreeagreed_terms(offer["value"], None, at)
+            self.agree_terms(offer["value"], None, at)
 
     def agree(self, at):
         """importing's ``agree``: the row's terms, unless the accepted offer set them."""
@@ -554,9 +554,9 @@ class _Replay:
         value, discount = agreed_terms(self.row, self.d["agreed_value"])
         if value is None or (self.d["agreed_value"] == value and discount is None):
             return
-        self.agreeagreed_terms(value, discount, at)
+        self.agree_terms(value, discount, at)
 
-    def agreeagreed_terms(self, value, discount, at):
+    def agree_terms(self, value, discount, at):
         d = self.d
         at = self.moment(at)
         if d["status"] != OPEN or INDEX[d["stage"]] < INDEX[OFFER]:
