@@ -53,6 +53,8 @@ def sort_memory(function):
             return function(*args, **kwargs)
         finally:
             _sorting.on = False
+            # A setting made inside a transaction that is rolled back goes with it (as
+            # ``SET`` does): only a connection that keeps its transaction is reset.
             if not connection.needs_rollback:
                 try:
                     with connection.cursor() as cursor:

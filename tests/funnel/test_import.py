@@ -808,6 +808,33 @@ def test_stages_sharing_a_day_are_stays_when_the_row_shows_work_in_them(setup, b
     assert kpi("avg_discount_pct") == (Decimal("10"), Decimal("10"), Decimal("1"))
 
 
+@pytest.mark.parametrize("bulk", [True, False], ids=["bulk", "domain"])
+def test_an_answer_of_a_deal_still_in_offer_is_dated_at_the_sending(setup, bulk):
+    """The file gives no other moment for it (docs/kpis.md, "Imported history")."""
+    row = {
+        "external_id": "S-4",
+        "company": "Still Offered",
+        "owner": "rep",
+        "lead_at": "2026-02-02",
+        "needs_at": "2026-02-03",
+        "offer_at": "2026-02-04",
+        "offer_value": "800",
+        "offer_sent_at": "2026-02-05",
+        "offer_status": "accepted",
+        "discount_pct": "5",
+    }
+    result = importing.import_deals(io.StringIO(csv_text(row)), bulk=bulk)
+
+    assert (result.created, result.errors) == (1, [])
+    sent = datetime.datetime(2026, 2, 5, tzinfo=WARSAW)
+    s4 = described(deal("S-4"))
+    assert (s4["stage"], s4["status"]) == ("offer", "open")
+    assert s4["offers"][0][1] == "accepted"
+    assert s4["offers"][0][5:] == (sent, sent)
+    # Accepting agreed the offer's value; the row's discount goes with it.
+    assert s4["terms"] == (Decimal("800.00"), Decimal("800.00"), sent, Decimal("5.00"))
+
+
 def test_valid_only_imports_the_good_rows_and_reports_the_bad_ones(setup):
     result = import_text(csv_text(*BAD), valid_only=True)
 
