@@ -77,7 +77,8 @@ from funnel.money import CENT, base_currency, local_date, quantize
 from funnel.stages import STAMP_FIELDS, Status
 from kpis.company import forget_inputs
 from kpis.dirty import batched, days_since, mark_days
-from kpis.periods import today
+from kpis.models import Forecast, ForecastKind, Target
+from kpis.periods import Grain, today
 
 DEMO_PASSWORD = "lejek-demo"
 DEFAULT_DEALS = 2_000
@@ -131,6 +132,12 @@ PATHS = {
 }
 CONTRACT, PROFORMA = DocumentType.CONTRACT.value, DocumentType.PROFORMA.value
 FOREIGN_CURRENCY = "EUR"
+#: Won value a month brings at the default volume once the funnel is full (measured
+#: on the default demo year: 2.0 to 3.5 million a month from its fourth month on).
+MONTHLY_REVENUE = 2_500_000
+#: Targets grow to their full size over the first months: the year starts with an
+#: empty funnel.
+TARGET_RAMP_MONTHS = 4
 MAX_DISCOUNT = Decimal("25.00")
 
 
@@ -546,6 +553,45 @@ class DemoPlan:
                 commissions = rng.uniform(6_000, 18_000) * self.cost_scale
                 rows.append((month, team, _round_money(commissions, 10), "Prowizje"))
             rows.append((month, None, _round_money(rng.uniform(2_800, 3_400), 10), "Narzędzia"))
+        return rows
+
+    def targets(self):
+        """(month, team name or None, rep username or None, amount): every rep's monthly
+        revenue target, a little above their share of what a month brings once the
+        funnel is full (``MONTHLY_REVENUE``), lower in the first months while the year's
+        first deals are still on their way; each team's target is the sum of its reps',
+        the company's the sum of the teams'."""
+        rng = random.Random(f"{self.seed}:targets")
+        team_of = {username: team for username, _, _, _, team in CAST}
+        weights = sum(REP_WEIGHTS.values())
+        rows = []
+        for i, month in enumerate(self.months()):
+            ramp = min(1.0, (i + 1) / TARGET_RAMP_MONTHS)
+            teams = dict.fromkeys((team for team, _ in TEAMS), Decimal(0))
+            for username, weight in REP_WEIGHTS.items():
+                share = MONTHLY_REVENUE * self.cost_scale * weight / weights
+                amount = _round_money(share * ramp * rng.uniform(0.9, 1.25), 5_000)
+                rows.append((month, None, username, amount))
+                teams[team_of[username]] += amount
+            rows += [(month, team, None, amount) for team, amount in teams.items()]
+            rows.append((month, None, None, sum(teams.values())))
+        return rows
+
+    def forecasts(self):
+        """(month, team name or None, amount, entered at, entered by): the committed
+        revenue forecast of the company (by the admin) and of each team (by its
+        manager) for every month that begins inside the year, entered three days
+        before it began, near the month's target."""
+        rng = random.Random(f"{self.seed}:forecasts")
+        by = {None: "admin", **dict(TEAMS)}
+        rows = []
+        for month, team, rep, target in self.targets():
+            start = datetime.datetime.combine(month, datetime.time(), tzinfo=self.tz)
+            if rep is not None or start <= self.start:
+                continue
+            entered = start - datetime.timedelta(days=3) + datetime.timedelta(hours=16)
+            amount = _round_money(float(target) * rng.uniform(0.8, 1.1), 10_000)
+            rows.append((month, team, amount, entered, by[team]))
         return rows
 
     def exchange_rates(self):
@@ -977,6 +1023,7 @@ def _build_world(plan, writer):
         for month, team, amount, note in costs
         if (month, teams[team].pk if team else None, note) not in existing
     )
+    _targets_and_forecasts(plan, users, teams)
     # bulk_create sends no post_save: mark the months as kpis/signals.py would.
     mark_days(
         month + datetime.timedelta(days=i)
@@ -1032,6 +1079,41 @@ def _cast(plan):
             teams[name].manager = users[manager]
             teams[name].save(update_fields=["manager"])
     return users
+
+
+def _targets_and_forecasts(plan, users, teams):
+    """The year's targets and committed forecasts; rows that exist already are kept."""
+    admin = users["admin"]
+    Target.objects.bulk_create(
+        [
+            Target(
+                grain=Grain.MONTH,
+                period_start=month,
+                team=teams[team] if team else None,
+                rep=users[rep] if rep else None,
+                amount=amount,
+                set_by=users[MANAGER_OF[rep]] if rep else admin,
+                set_at=plan.start,
+            )
+            for month, team, rep, amount in plan.targets()
+        ],
+        ignore_conflicts=True,  # one target per scope and period
+    )
+    Forecast.objects.bulk_create(
+        [
+            Forecast(
+                grain=Grain.MONTH,
+                period_start=month,
+                team=teams[team] if team else None,
+                kind=ForecastKind.COMMITTED,
+                amount=amount,
+                entered_at=entered,
+                entered_by=users[by],
+            )
+            for month, team, amount, entered, by in plan.forecasts()
+        ],
+        ignore_conflicts=True,  # one forecast per scope, period and kind
+    )
 
 
 COMPANY_COLUMNS = (

@@ -33,7 +33,7 @@ from funnel.models import (
 )
 from funnel.stages import Stage, Status
 from kpis.company import store_inputs
-from kpis.models import DirtyDay, HourlyInputs
+from kpis.models import DirtyDay, Forecast, ForecastKind, HourlyInputs, Target
 
 pytestmark = pytest.mark.django_db
 
@@ -78,6 +78,9 @@ def dump(run, *, comparable_with_domain=False):
         "responded_by_id": usernames,
         "by_id": usernames,
         "manager_id": usernames,
+        "rep_id": usernames,
+        "set_by_id": usernames,
+        "entered_by_id": usernames,
         "team_id": dict(Team.objects.values_list("id", "name")),
         "company_id": companies,
         "contact_id": contacts,
@@ -115,6 +118,8 @@ def dump(run, *, comparable_with_domain=False):
         "spend": table(MarketingSpend, "channel__name", "month"),
         "costs": table(SalesCost, "month", "team__name", "note"),
         "rates": table(ExchangeRate, "currency", "date"),
+        "targets": table(Target, "period_start", "team__name", "rep__username"),
+        "forecasts": table(Forecast, "period_start", "team__name"),
         "deals": table(Deal, "external_id", exclude=("updated_at",)),
         "history": history,
         "offers": table(Offer, "deal__external_id", "version"),
@@ -134,7 +139,9 @@ def delete_deals():
 
 def delete_everything():
     delete_deals()
-    for model in (MarketingSpend, SalesCost, ExchangeRate, Contact, Company, Channel, Team):
+    for model in (
+        MarketingSpend, SalesCost, ExchangeRate, Target, Forecast, Contact, Company, Channel, Team
+    ):
         model.objects.all().delete()
     User.objects.all().delete()
 
@@ -412,6 +419,51 @@ def test_the_cast_spend_costs_and_rates_cover_the_year():
     admin = User.objects.get(username="admin")
     assert (admin.role, admin.is_staff, admin.is_superuser) == (Role.ADMIN, True, True)
     assert authenticate(username="ola.rep", password="lejek-demo") is not None
+
+
+def test_every_rep_team_and_the_company_has_a_target_and_a_committed_forecast_each_month():
+    plan = seed(30).plan
+    months = list(plan.months())
+    north, south = Team.objects.get(name="Północ"), Team.objects.get(name="Południe")
+
+    assert Target.objects.count() == len(months) * (6 + 2 + 1)
+    for month in months:
+        targets = Target.objects.filter(grain="month", period_start=month)
+        reps = {t.rep.username: t.amount for t in targets.filter(rep__isnull=False)}
+        assert sorted(reps) == sorted(demo.REP_WEIGHTS)
+        assert all(amount > 0 and amount % 5000 == 0 for amount in reps.values())
+        team = {t.team_id: t.amount for t in targets.filter(team__isnull=False)}
+        assert team == {
+            north.pk: sum(reps[u] for u in ("ewa.rep", "jan.rep", "kasia.rep")),
+            south.pk: sum(reps[u] for u in ("marek.rep", "ola.rep", "tomek.rep")),
+        }
+        company = targets.get(team__isnull=True, rep__isnull=True)
+        assert company.amount == sum(team.values())
+        assert company.set_by.username == "admin"
+        assert targets.get(rep__username="ola.rep").set_by.username == "piotr.manager"
+    # The year starts with an empty funnel: its first month's targets are a quarter of
+    # the fourth's, give or take the reps' spread (0.9 to 1.25).
+    first, fourth = (
+        Target.objects.get(period_start=months[i], team=None, rep=None).amount for i in (0, 3)
+    )
+    assert fourth * 9 / 50 <= first <= fourth * 25 / 72
+
+    # A forecast for every month that begins inside the year (not the first: it began
+    # before), entered three days before it began by the team's manager or the admin.
+    forecasts = Forecast.objects.all()
+    assert forecasts.count() == (len(months) - 1) * 3
+    assert set(forecasts.values_list("kind", flat=True)) == {ForecastKind.COMMITTED}
+    for forecast in forecasts:
+        start = datetime.datetime.combine(
+            forecast.period_start, datetime.time(), tzinfo=timezone.get_default_timezone()
+        )
+        assert forecast.entered_at == start - datetime.timedelta(days=3, hours=-16)
+        who = {None: "admin", north.pk: "anna.manager", south.pk: "piotr.manager"}
+        assert forecast.entered_by.username == who[forecast.team_id]
+        target = Target.objects.get(
+            period_start=forecast.period_start, team_id=forecast.team_id, rep=None
+        )
+        assert target.amount * 8 / 10 - 5000 <= forecast.amount <= target.amount * 11 / 10 + 5000
 
 
 # The command ---------------------------------------------------------------------------
