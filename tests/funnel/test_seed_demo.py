@@ -139,9 +139,8 @@ def delete_deals():
 
 def delete_everything():
     delete_deals()
-    for model in (
-        MarketingSpend, SalesCost, ExchangeRate, Target, Forecast, Contact, Company, Channel, Team
-    ):
+    reference = (MarketingSpend, SalesCost, ExchangeRate, Target, Forecast)
+    for model in (*reference, Contact, Company, Channel, Team):
         model.objects.all().delete()
     User.objects.all().delete()
 
