@@ -20,6 +20,7 @@ from kpis import reading
 from kpis.definitions import COUNT, DAYS, KPIS, MONEY, MONEY_PER_DAY, NOW, PCT, RATIO
 from kpis.drilldown import COMPANY_FAMILIES
 from kpis.models import KpiSnapshot
+from kpis.periods import local_date, today
 
 DECIMALS = {COUNT: 0, MONEY: 2, MONEY_PER_DAY: 2, PCT: 1, DAYS: 1, RATIO: 2}
 #: Digits kept in CSV exports: exact enough for any spreadsheet, no float noise.
@@ -224,13 +225,18 @@ class Snapshots:
                 kpi__in=self.codes,
             )
         }
+        # A "now" KPI (open and stalled deals) has a value in the period holding today
+        # only: any other period's reads as no value, not as 0, and is not compared.
+        self.today = local_date(now) if now else today()
         self.immature = {p.start: reading.is_immature(p, now) for p in self.periods}
         self.immature[self.previous_period.start] = reading.is_immature(self.previous_period, now)
         stamps = [s.computed_at for s in self.rows.values() if s.period_start == self.period.start]
         self.computed_at = max(stamps) if stamps else None
 
     def _reading(self, kpi, period, slice_key, breakdown, snap, immature):
-        if snap is None:
+        if kpi.basis == NOW and not period.start <= self.today < period.end:
+            value, num, den, extra = None, None, None, {}
+        elif snap is None:
             value, num, den = empty(kpi)
             extra = {}
         else:

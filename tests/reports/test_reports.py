@@ -6,10 +6,11 @@ import re
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
 from funnel.models import Deal
 from kpis.drilldown import deals_behind
-from kpis.models import Target
+from kpis.models import KpiSnapshot, Target
 from kpis.periods import Period, local_date
 from kpis.recompute import recompute_period
 from tests.reports.conftest import MARCH
@@ -190,6 +191,34 @@ def test_the_company_page_shows_target_attainment(client, manager, rep, teammate
     assert attainment[str(rep)].denominator == 20000
     assert attainment[str(teammate)].value is None
     assert b'<progress max="100" value="0.0"' in response.content
+
+
+def test_a_now_kpi_has_a_value_only_in_the_period_holding_today(client, admin, dataset):
+    """Stalled deals are counted as things stand: a past period shows no value (not
+    0), even where a row was stored while it was the current one, and the current
+    period's count is not compared with a previous one."""
+    this_month = Period.containing("month", local_date(timezone.now()))
+    for start, count in ((MARCH.start, 4), (this_month.start, 7)):
+        KpiSnapshot.objects.update_or_create(
+            kpi="stalled_deals",
+            grain="month",
+            period_start=start,
+            slice="company",
+            breakdown="",
+            defaults={"value": count, "numerator": count, "extra": {}},
+        )
+    client.force_login(admin)
+
+    march = kpi_rows(client.get("/reports/company/?period=2026-03"), "pipeline")["stalled_deals"]
+    assert (march.value, march.display, march.previous.value, march.delta) == (
+        None,
+        "—",
+        None,
+        None,
+    )
+    now = kpi_rows(client.get("/reports/company/"), "pipeline")["stalled_deals"]
+    assert (now.value, now.numerator, now.display) == (7, 7, "7")
+    assert (now.previous.value, now.previous.display, now.delta) == (None, "—", None)
 
 
 def test_every_number_links_to_the_deals_behind_it(client, manager, rep, dataset):
