@@ -172,6 +172,27 @@ def _gather_python(grain, start_at, end_at, medians_of=None):
     return measures
 
 
+def contributions(deal_ids):
+    """What the deals ``deal_ids`` alone add to the day ledger's sums: every family's
+    measures of their rows, by day, slice and breakdown, whatever the day. The ledger's
+    day sums are the sums of every deal's contribution (tests/kpis/test_contributions.py):
+    the ground for applying a deal's change as the difference of its contributions
+    (docs/benchmarks.md, session 15). Medians are not additive and are not given."""
+    teams = dict(User.objects.values_list("id", "team_id"))
+    measures = Measures()
+    if not deal_ids:
+        return measures
+    for name, breakdown_types in _families_needed().items():
+        family = FAMILIES[name]
+        for breakdown_type in (None, *sorted(breakdown_types)):
+            for row in family.of_deals(deal_ids, breakdown_type):
+                breakdown = breakdown_key(breakdown_type, row.get("_breakdown"))
+                for key in slice_keys(row, teams):
+                    for m in family.measures:
+                        measures.add((row["_bucket"], key, breakdown), name, m, row[m])
+    return measures.prune()
+
+
 def _gather_rolled_up(grain, start_at, end_at, medians_of=None):
     measures = Measures()
     members = team_members_of_all()  # read once for every family's team column

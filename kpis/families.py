@@ -42,7 +42,7 @@ from accounts.models import User
 from funnel import stages
 from funnel.models import Activity, ActivityKind, Deal, DocumentType, Offer, OfferStatus
 from funnel.stages import Stage, Status
-from kpis.periods import tz
+from kpis.periods import Grain, tz
 
 NEEDS_ACTIVITY_KINDS = (ActivityKind.MEETING, ActivityKind.AUDIT, ActivityKind.CALL)
 
@@ -363,9 +363,10 @@ class Family:
     def bucket(self, grain):
         return Trunc("_moment", grain, output_field=DateField(), tzinfo=tz())
 
-    def _grouped(self, grain, start_at, end_at, breakdown_type=None):
-        """The rows of the range with their period bucket and every slice column."""
-        qs = self.in_range(start_at, end_at).annotate(
+    def _grouped(self, grain, start_at, end_at, breakdown_type=None, rows=None):
+        """The rows of the range (or ``rows``, a queryset of ``base``) with their period
+        bucket and every slice column."""
+        qs = (self.in_range(start_at, end_at) if rows is None else rows).annotate(
             _bucket=self.bucket(grain),
             **{f"_{name}": F(self.deal_prefix + path) for name, path in GROUP_FIELDS.items()},
         )
@@ -380,6 +381,15 @@ class Family:
         (owner, channel, segment, industry[, breakdown]); kpis.compute rolls the rows up
         into the slices (a team is its members' owners)."""
         qs, columns = self._grouped(grain, start_at, end_at, breakdown_type)
+        return qs.order_by().values(*columns).annotate(**self.measures)
+
+    def of_deals(self, deal_ids, breakdown_type=None):
+        """What the deals ``deal_ids`` alone add to the day ledger: the measures of their
+        rows, whatever their moment, grouped as ``aggregate`` groups them at day grain.
+        One query, read through the deal key's index."""
+        column = "pk" if self.model is Deal else "deal_id"
+        rows = self.base().filter(among(column, sorted(deal_ids)))
+        qs, columns = self._grouped(Grain.DAY, None, None, breakdown_type, rows=rows)
         return qs.order_by().values(*columns).annotate(**self.measures)
 
     def _sliced(self, grain, start_at, end_at, members):

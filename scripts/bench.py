@@ -93,6 +93,16 @@ out["transition_dirty_days"] = taken
 t = time.perf_counter()
 recompute.refresh_stale_medians()
 out["medians_s"] = time.perf_counter() - t
+# What applying the change as its deal's difference would read (docs/benchmarks.md,
+# session 15's plan): the deal's contribution to every family, twice (before and
+# after); the median of five, the first one warming the plans.
+from kpis.compute import contributions
+times = []
+for _ in range(5):
+    t = time.perf_counter()
+    contributions([deal.pk])
+    times.append(time.perf_counter() - t)
+out["contribution_s"] = sorted(times)[2]
 print("RESULT " + json.dumps(out))
 """
 
@@ -293,6 +303,10 @@ def main():
     print(
         f"  then its larger periods' medians:  {figures['medians_s'] * 1000:8.0f} ms "
         f"(the step that follows, kpis.recompute.refresh_stale_medians)"
+    )
+    print(
+        f"  one deal's contribution, every family: {figures['contribution_s'] * 1000:6.1f} ms "
+        f"(kpis.compute.contributions, median of 5)"
     )
     print(
         f"commit -> snapshot via Redis worker: {latency['latency_s']:8.2f} s (goal < 5 s; day grain)"

@@ -1,0 +1,64 @@
+"""A deal's contribution (``compute.contributions``): the day ledger's sums are the
+sums of every deal's own, and a few deals' together are the sums of each one's. The
+ground for applying a change as its deal's difference (docs/benchmarks.md)."""
+
+import os
+from collections import defaultdict
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+from hypothesis import HealthCheck, Phase, given, settings
+
+from funnel.models import Deal
+from kpis import compute, ledger
+from kpis.periods import Grain, Period
+from kpis.recompute import data_span
+from tests.kpis.reference import build_dataset, deal_scripts, make_cast
+
+
+def day_sums(measures):
+    """{(day, slice, breakdown): {family: {measure: value}}} without empty ones."""
+    out = {}
+    for key, families in measures.sums.items():
+        families = ledger.pruned(families)
+        if families:
+            out[key] = families
+    return out
+
+
+def added(parts):
+    total = defaultdict(dict)
+    for part in parts:
+        for key, families in part.items():
+            ledger._add_into(total[key], families)
+    return {key: ledger.pruned(families) for key, families in total.items()}
+
+
+def gathered():
+    first, last = data_span()
+    start_at, end_at = Period(Grain.DAY, first).start_at, Period(Grain.DAY, last).end_at
+    return day_sums(compute.gather(Grain.DAY, start_at, end_at))
+
+
+@settings(
+    max_examples=int(os.environ.get("LEJEK_PROPERTY_EXAMPLES", "12")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    phases=[Phase.explicit, Phase.generate],
+)
+@given(scripts=deal_scripts(max_size=6))
+def test_every_deals_contribution_adds_up_to_the_gathered_day_sums(db, scripts):
+    with transaction.atomic():
+        build_dataset(scripts, make_cast(), now=timezone.now())
+        ids = list(Deal.objects.values_list("pk", flat=True))
+        each = [day_sums(compute.contributions([pk])) for pk in ids]
+
+        assert added(each) == gathered()
+        assert day_sums(compute.contributions(ids)) == added(each)
+        transaction.set_rollback(True)
+
+
+@pytest.mark.django_db
+def test_no_deals_contribute_nothing():
+    assert compute.contributions([]).sums == {}
