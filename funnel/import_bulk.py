@@ -315,11 +315,13 @@ class BulkDeals:
                 document["deal_id"] = deal_id
                 tables[ClosingDocument].append(tuple(document[c] for c in DOCUMENT_COLUMNS))
             # kpis.dirty.deal_days: every stamp and outcome, the offer's sending and
-            # response, the expected close date, every day from the latest event.
+            # response, the expected close date, every day from the latest event, which
+            # for the first mark of a deal (its creation) is its lead moment: the days
+            # it was open in count it among open deals and its owner among active reps.
             moments.update(d[f] for f in STAMP_FIELDS)
             moments.update((d["won_at"], d["lost_at"], d["expected_close_date"]))
-            latest = d["last_event_at"]
-            earliest = latest if earliest is None or latest < earliest else earliest
+            created = d["entered_lead_at"]
+            earliest = created if earliest is None or created < earliest else earliest
         for model, columns in TABLES:
             self.writer.insert(model, columns, tables[model])
         moments.discard(None)

@@ -719,8 +719,12 @@ def pipeline_refreshed(now):
 
 
 def forget_inputs():
-    """Drop the stored inputs (after a bulk load): the next recompute takes them again."""
+    """Drop the stored inputs and maturity horizons (after a bulk load): the next
+    recompute, or the next report, takes them again."""
+    from kpis.reading import forget_maturity  # kpis.reading reads this module's inputs
+
     HourlyInputs.objects.all().delete()
+    forget_maturity()
 
 
 def stall_limits(now):

@@ -174,6 +174,8 @@ add(
         slices=SPEND_SLICES,
         numerator_rows=WON_Q,
         computed_by="spend",
+        # A cohort: how many of its leads are still open (domain.md).
+        extra=("open",),
     )
 )
 

@@ -92,8 +92,14 @@ def mark_deal(deal, *also, since=None):
     if batch is not None:
         batch["deals"].add(deal.pk)
         batch["days"].update(d for d in map(_day, also) if d is not None)
-        if since is not None:
-            batch["days"].update(days_since(since))
+        # Every day from the earliest latest event any mark saw to today, as the marks
+        # one by one would give: a deal created back-dated (an import) is marked from
+        # its creation, not from the latest event its last write left.
+        latest = deal.last_event_at
+        if since is not None and (latest is None or since < latest):
+            latest = since
+        if latest is not None and (batch["since"] is None or latest < batch["since"]):
+            batch["since"] = latest
         return
     mark_days(deal_days(deal, *also, since=since), whole=False)
 
@@ -111,13 +117,16 @@ def batched():
     if getattr(_batch, "marks", None) is not None:
         yield  # already collecting: the outer block writes
         return
-    _batch.marks = {"deals": set(), "days": set()}
+    _batch.marks = {"deals": set(), "days": set(), "since": None}
     try:
         yield
         marks = _batch.marks
     finally:
         _batch.marks = None
-    mark_days(marks["days"] | set(_days_of_deals(marks["deals"])), whole=False)
+    days = marks["days"] | set(_days_of_deals(marks["deals"]))
+    if marks["since"] is not None:
+        days.update(days_since(marks["since"]))
+    mark_days(days, whole=False)
 
 
 def _days_of_deals(deal_ids, chunk=2000):

@@ -65,7 +65,7 @@ def maturity_days(now=None):
     once an hour (``MaturityHorizon``): from the cache, else the stored row, else
     computed now and stored."""
     hour = hour_of(now)
-    key = f"kpis:maturity:{hour:%Y-%m-%d-%H}"
+    key = _maturity_key(hour)
     cached = cache.get(key)
     if cached is not None:
         return cached
@@ -76,12 +76,24 @@ def maturity_days(now=None):
     return result
 
 
-def ensure_maturity(now=None):
+def _maturity_key(hour):
+    return f"kpis:maturity:{hour:%Y-%m-%d-%H}"
+
+
+def ensure_maturity(now=None, fresh=False):
     """Store this hour's horizon unless it is stored already: recomputes call this, so
-    that the first report of the hour reads it instead of computing it."""
+    that the first report of the hour reads it instead of computing it. ``fresh``
+    (a full recompute): take it again from the deals as they are now."""
     hour = hour_of(now)
-    if not MaturityHorizon.objects.filter(hour=hour).exists():
-        store_maturity(hour)
+    if fresh or not MaturityHorizon.objects.filter(hour=hour).exists():
+        cache.set(_maturity_key(hour), store_maturity(hour), 3600)
+
+
+def forget_maturity():
+    """Drop the stored horizons (after a load of deals: the wins just loaded move it):
+    the next reader or recompute takes this hour's again."""
+    MaturityHorizon.objects.all().delete()
+    cache.delete(_maturity_key(hour_of(None)))
 
 
 def store_maturity(hour):

@@ -138,10 +138,10 @@ def periods_of_span(grain, span=None):
 def recompute_all(grains=GRAINS):
     """Recompute every period of every grain from the first data to the last. The
     marks present when it starts are covered by it and cleared (unless marked again
-    meanwhile). Like every recompute, it stores this hour's maturity horizon first, if
-    not stored yet (``reading.ensure_maturity``), for the reports that follow."""
+    meanwhile). It takes this hour's inputs and maturity horizon afresh from the deals
+    (``reading.ensure_maturity``), for the reports that follow."""
     claimed = dirty.claim(limit=None)
-    reading.ensure_maturity()
+    reading.ensure_maturity(fresh=True)
     total = 0
     span = data_span()
     now = timezone.now()
@@ -184,8 +184,10 @@ def start_full_recompute(grains=GRAINS):
     parts to run or enqueue now (the day parts); ``recompute_part`` hands out the
     others once the days are done."""
     claimed = dirty.claim(limit=None)
-    # Every part reads this hour's inputs, taken afresh now.
+    # Every part reads this hour's inputs, taken afresh now, and so does every report
+    # its horizon of maturity.
     company.store_inputs(timezone.now())
+    reading.ensure_maturity(fresh=True)
     parts = plan_parts(grains)
     days = [(i, part) for i, part in enumerate(parts) if part[0] == Grain.DAY]
     job = RecomputeJob.objects.create(

@@ -28,8 +28,9 @@ from funnel.models import (
     StageHistory,
 )
 from funnel.stages import Stage
-from kpis import company, recompute
-from kpis.models import DirtyDay, HourlyInputs, KpiSnapshot
+from kpis import company, reading, recompute
+from kpis.models import DirtyDay, HourlyInputs, KpiSnapshot, MaturityHorizon
+from kpis.periods import local_date
 from tests.factories import lost_reason
 
 pytestmark = pytest.mark.django_db
@@ -1139,6 +1140,80 @@ def test_kpis_after_an_import_equal_those_of_the_same_deals_entered_directly(set
     assert direct[("won_value", d(3, 1), "")][0] == Decimal("42700")
     assert direct[("leads", d(1, 1), "")][0] == 1
     assert direct[("lost_reasons", d(3, 1), "reason:not_qualified")][0] == 1
+
+
+@pytest.mark.parametrize("bulk", [True, False], ids=["bulk", "domain"])
+def test_a_second_file_marks_every_day_its_deals_were_open(setup, bulk):
+    """A deal loaded back-dated was open from its creation: its owner is an active rep
+    in every period of it, so an incremental recompute after a second file gives what a
+    full one gives (audit of session 15: 1 lead ÷ 1 active rep in February, not ÷ 2)."""
+    first = [
+        {"external_id": "X-1", "company": "Xa", "owner": "rep", "lead_at": "2026-01-06T09:00"},
+        {"external_id": "X-2", "company": "Xb", "owner": "rep", "lead_at": "2026-02-10T09:00"},
+    ]
+    second = {
+        "external_id": "Y-1",
+        "company": "Ya",
+        "owner": "teammate",
+        "lead_at": "2026-01-02T09:00",
+        "status": "lost",
+        "lost_at": "2026-04-15T09:00",
+        "lost_reason": "No response",
+        "lost_stage": "lead",
+    }
+    importing.import_deals(io.StringIO(csv_text(*first)), bulk=bulk)
+    recompute.recompute_all(grains=["month"])
+    DirtyDay.objects.all().delete()
+
+    result = importing.import_deals(io.StringIO(csv_text(second)), bulk=bulk, create_missing=True)
+
+    assert (result.created, result.failed) == (1, 0)
+    today = local_date(timezone.now())
+    marked = set(DirtyDay.objects.values_list("day", flat=True))
+    assert marked >= {d(1, 2) + datetime.timedelta(days=n) for n in range((today - d(1, 2)).days)}
+    while recompute.recompute_dirty():
+        pass
+
+    def per_rep():
+        row = KpiSnapshot.objects.get(
+            kpi="new_leads_per_rep", grain="month", period_start=d(2, 1), slice="company"
+        )
+        return row.value, row.numerator, row.denominator
+
+    assert per_rep() == (Decimal("0.5"), Decimal("1"), Decimal("2"))
+    recompute.recompute_all(grains=["month"])
+    assert per_rep() == (Decimal("0.5"), Decimal("1"), Decimal("2"))
+
+
+def test_an_import_takes_the_horizon_of_maturity_again(setup, rep):
+    """Twenty wins loaded after the hour's horizon was taken (90 days while fewer than
+    20 won) move it at once, not at the next hour (audit of session 15)."""
+    assert reading.maturity_days() == Decimal("90.0000")
+    wins = [
+        {
+            "external_id": f"W-{n}",
+            "company": f"W{n}",
+            "owner": "rep",
+            "lead_at": (timezone.now() - datetime.timedelta(days=10 * n + 30)).isoformat(),
+            "offer_at": (timezone.now() - datetime.timedelta(days=32)).isoformat(),
+            "offer_value": "1000",
+            "offer_sent_at": (timezone.now() - datetime.timedelta(days=32)).isoformat(),
+            "offer_status": "accepted",
+            "closing_at": (timezone.now() - datetime.timedelta(days=30)).isoformat(),
+            "document_type": "contract",
+            "final_value": "1000",
+            "status": "won",
+            "won_at": (timezone.now() - datetime.timedelta(days=30)).isoformat(),
+        }
+        for n in range(1, 21)
+    ]
+
+    result = import_text(csv_text(*wins))
+
+    assert (result.created, result.failed, result.errors[:1]) == (20, 0, [])
+    # Days to close 10, 20, ..., 200: the 80th percentile is 161 + 0.2 × 10 = 162.
+    assert reading.maturity_days() == Decimal("162.0000")
+    assert MaturityHorizon.objects.get().days == Decimal("162.0000")
 
 
 # Spend ---------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 from django.core.cache import cache
+from django.utils import timezone
 
 from kpis import reading, recompute
 from kpis.models import MaturityHorizon
@@ -62,6 +63,9 @@ def test_the_horizon_is_the_80th_percentile_of_days_to_close_stored_per_hour(rep
 def test_a_report_after_a_recompute_reads_the_stored_row(rep, django_assert_num_queries):
     wins(rep, range(1, 21))
     recompute.recompute_all_dirty()  # the sweep, every minute
+    with django_assert_num_queries(0):  # the cache the recompute filled (a shared one)
+        assert reading.maturity_days() == Decimal("16.2")
+    cache.clear()  # a process with a cache of its own
     with django_assert_num_queries(1):
         assert reading.maturity_days() == Decimal("16.2")
     with django_assert_num_queries(0):  # then from the cache for the rest of the hour
@@ -73,3 +77,27 @@ def test_horizons_older_than_two_days_are_deleted(rep):
     reading.ensure_maturity(NOW - datetime.timedelta(days=1))
     reading.ensure_maturity(NOW)
     assert MaturityHorizon.objects.count() == 2
+
+
+def test_a_full_recompute_takes_the_hours_horizon_again(rep):
+    """Wins loaded after the hour's horizon was taken (an import, a restore) move it
+    with the next full recompute, as they move the hour's other inputs."""
+    hour = timezone.now().replace(minute=0, second=0, microsecond=0)
+    assert reading.maturity_days() == 90
+    save_deals(
+        [
+            won_row(
+                rep,
+                hour - datetime.timedelta(days=30 + d),
+                hour - datetime.timedelta(days=30),
+                Decimal("1000"),
+            )
+            for d in range(1, 21)
+        ]
+    )
+    assert reading.maturity_days() == 90  # taken for the hour
+
+    recompute.recompute_all(grains=["month"])
+
+    assert reading.maturity_days() == Decimal("16.2")
+    assert MaturityHorizon.objects.get().days == Decimal("16.2")

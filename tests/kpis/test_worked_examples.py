@@ -53,6 +53,28 @@ def test_1000_leads_with_200_entering_needs_give_lead_quality_20_pct(rep, compan
     )
 
 
+def test_every_cohort_kpi_of_leads_shows_how_many_are_still_open(rep, company_x):
+    """domain.md: a cohort value "shows how many of the cohort's deals are still open",
+    the channel's ROI as much as its lead quality (audit of session 15)."""
+    fair = Channel.objects.create(name="Fair")
+    MarketingSpend.objects.create(
+        channel=fair, month=MARCH.start, amount=1000, currency="PLN", amount_base=1000
+    )
+    save_deals(
+        [
+            deal_row(rep, at(2025, 3, 3), company=company_x, channel=fair),
+            deal_row(rep, at(2025, 3, 4), company=company_x, channel=fair, reached=Stage.NEEDS),
+            won_row(
+                rep, at(2025, 3, 5), at(2025, 3, 20), Decimal(3000), company=company_x, channel=fair
+            ),
+        ]
+    )
+    values = kpis_of(MARCH, f"channel:{fair.pk}")
+    roi = values["channel_roi_pct"]
+    assert (roi["value"], roi["numerator"], roi["denominator"]) == (300, 3000, 1000)
+    assert roi["extra"] == values["lead_quality_pct"]["extra"] == {"open": 2}
+
+
 def test_100_opportunities_with_25_won_give_opportunity_conversion_25_pct(rep, company_x):
     deals = []
     for i in range(100):
