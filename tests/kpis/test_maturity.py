@@ -18,14 +18,15 @@ NOW = datetime.datetime(2026, 6, 10, 14, 25, tzinfo=datetime.UTC)
 HOUR = NOW.replace(minute=0)
 
 
-def wins(rep, days):
-    """One win per entry, each ``days`` after its lead, all won within the last year."""
+def wins(rep, days, hour=HOUR):
+    """One win per entry, each ``days`` after its lead, all won within the year before
+    ``hour``."""
     save_deals(
         [
             won_row(
                 rep,
-                HOUR - datetime.timedelta(days=30 + d),
-                HOUR - datetime.timedelta(days=30),
+                hour - datetime.timedelta(days=30 + d),
+                hour - datetime.timedelta(days=30),
                 Decimal("1000"),
             )
             for d in days
@@ -84,17 +85,7 @@ def test_a_full_recompute_takes_the_hours_horizon_again(rep):
     with the next full recompute, as they move the hour's other inputs."""
     hour = timezone.now().replace(minute=0, second=0, microsecond=0)
     assert reading.maturity_days() == 90
-    save_deals(
-        [
-            won_row(
-                rep,
-                hour - datetime.timedelta(days=30 + d),
-                hour - datetime.timedelta(days=30),
-                Decimal("1000"),
-            )
-            for d in range(1, 21)
-        ]
-    )
+    wins(rep, range(1, 21), hour)
     assert reading.maturity_days() == 90  # taken for the hour
 
     recompute.recompute_all(grains=["month"])
