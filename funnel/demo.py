@@ -577,15 +577,15 @@ class DemoPlan:
             rows.append((month, None, None, sum(teams.values())))
         return rows
 
-    def forecasts(self):
+    def forecasts(self, targets):
         """(month, team name or None, amount, entered at, entered by): the committed
         revenue forecast of the company (by the admin) and of each team (by its
         manager) for every month that begins inside the year, entered three days
-        before it began, near the month's target."""
+        before it began, near the month's target (``targets``: ``self.targets()``)."""
         rng = random.Random(f"{self.seed}:forecasts")
         by = {None: "admin", **dict(TEAMS)}
         rows = []
-        for month, team, rep, target in self.targets():
+        for month, team, rep, target in targets:
             start = datetime.datetime.combine(month, datetime.time(), tzinfo=self.tz)
             if rep is not None or start <= self.start:
                 continue
@@ -1084,6 +1084,7 @@ def _cast(plan):
 def _targets_and_forecasts(plan, users, teams):
     """The year's targets and committed forecasts; rows that exist already are kept."""
     admin = users["admin"]
+    targets = plan.targets()
     Target.objects.bulk_create(
         [
             Target(
@@ -1095,7 +1096,7 @@ def _targets_and_forecasts(plan, users, teams):
                 set_by=users[MANAGER_OF[rep]] if rep else admin,
                 set_at=plan.start,
             )
-            for month, team, rep, amount in plan.targets()
+            for month, team, rep, amount in targets
         ],
         ignore_conflicts=True,  # one target per scope and period
     )
@@ -1110,7 +1111,7 @@ def _targets_and_forecasts(plan, users, teams):
                 entered_at=entered,
                 entered_by=users[by],
             )
-            for month, team, amount, entered, by in plan.forecasts()
+            for month, team, amount, entered, by in plan.forecasts(targets)
         ],
         ignore_conflicts=True,  # one forecast per scope, period and kind
     )

@@ -155,13 +155,9 @@ def _gather_python(grain, start_at, end_at, medians_of=None):
         family = FAMILIES[name]
         if medians_of is not None and (name not in medians_of or not family.medians):
             continue
-        measure_names = list(family.measures)
         for breakdown_type in (None, *sorted(breakdown_types)) if medians_of is None else ():
-            for row in family.aggregate(grain, start_at, end_at, breakdown_type):
-                breakdown = breakdown_key(breakdown_type, row.get("_breakdown"))
-                for key in slice_keys(row, teams):
-                    for m in measure_names:
-                        measures.add((row["_bucket"], key, breakdown), name, m, row[m])
+            rows = family.aggregate(grain, start_at, end_at, breakdown_type)
+            _add_sums(measures, name, breakdown_type, rows, teams)
         for row in family.median_values(grain, start_at, end_at):
             for key in slice_keys(row, teams):
                 lists = measures.values[(row["_bucket"], key, "")][name]
@@ -178,19 +174,25 @@ def contributions(deal_ids):
     day sums are the sums of every deal's contribution (tests/kpis/test_contributions.py):
     the ground for applying a deal's change as the difference of its contributions
     (docs/benchmarks.md, session 15). Medians are not additive and are not given."""
-    teams = dict(User.objects.values_list("id", "team_id"))
     measures = Measures()
     if not deal_ids:
         return measures
+    teams = dict(User.objects.values_list("id", "team_id"))
     for name, breakdown_types in _families_needed().items():
-        family = FAMILIES[name]
         for breakdown_type in (None, *sorted(breakdown_types)):
-            for row in family.of_deals(deal_ids, breakdown_type):
-                breakdown = breakdown_key(breakdown_type, row.get("_breakdown"))
-                for key in slice_keys(row, teams):
-                    for m in family.measures:
-                        measures.add((row["_bucket"], key, breakdown), name, m, row[m])
+            rows = FAMILIES[name].of_deals(deal_ids, breakdown_type)
+            _add_sums(measures, name, breakdown_type, rows, teams)
     return measures.prune()
+
+
+def _add_sums(measures, name, breakdown_type, rows, teams):
+    """Add a family's grouped ``rows`` (``Family.aggregate``, ``Family.of_deals``) to
+    ``measures``, in every slice each belongs to (``teams``: each owner's team)."""
+    for row in rows:
+        breakdown = breakdown_key(breakdown_type, row.get("_breakdown"))
+        for key in slice_keys(row, teams):
+            for m in FAMILIES[name].measures:
+                measures.add((row["_bucket"], key, breakdown), name, m, row[m])
 
 
 def _gather_rolled_up(grain, start_at, end_at, medians_of=None):

@@ -70,16 +70,18 @@ def days_since(moment):
     return [first + datetime.timedelta(days=n) for n in range((last - first).days + 1)]
 
 
+def _earliest(*moments):
+    """The earliest of ``moments`` that are set (None if none is)."""
+    return min((m for m in moments if m is not None), default=None)
+
+
 def deal_days(deal, *also, since=None):
     """The days a deal's KPIs depend on: every stamp and outcome, its offers' sending
     and responses, its activities, its expected close date, and every day from its
     latest event (or ``since``, when earlier) to today."""
     days = [getattr(deal, f) for f in STAMP_FIELDS]
     days += [deal.won_at, deal.lost_at, deal.expected_close_date, *also]
-    latest = deal.last_event_at
-    if since is not None and (latest is None or since < latest):
-        latest = since
-    days += days_since(latest)
+    days += days_since(_earliest(deal.last_event_at, since))
     if deal.pk:
         for sent_at, responded_at in deal.offers.values_list("sent_at", "responded_at"):
             days += [sent_at, responded_at]
@@ -95,11 +97,7 @@ def mark_deal(deal, *also, since=None):
         # Every day from the earliest latest event any mark saw to today, as the marks
         # one by one would give: a deal created back-dated (an import) is marked from
         # its creation, not from the latest event its last write left.
-        latest = deal.last_event_at
-        if since is not None and (latest is None or since < latest):
-            latest = since
-        if latest is not None and (batch["since"] is None or latest < batch["since"]):
-            batch["since"] = latest
+        batch["since"] = _earliest(batch["since"], deal.last_event_at, since)
         return
     mark_days(deal_days(deal, *also, since=since), whole=False)
 
@@ -124,32 +122,27 @@ def batched():
     finally:
         _batch.marks = None
     days = marks["days"] | set(_days_of_deals(marks["deals"]))
-    if marks["since"] is not None:
-        days.update(days_since(marks["since"]))
-    mark_days(days, whole=False)
+    mark_days(days | set(days_since(marks["since"])), whole=False)
 
 
 def _days_of_deals(deal_ids, chunk=2000):
-    """``deal_days`` of many deals, a few queries per ``chunk`` deals."""
+    """``deal_days`` of many deals, a few queries per ``chunk`` deals, but for the days
+    from their latest events to today: ``batched`` adds those from the earliest moment
+    its marks saw, which is no later."""
     from funnel.models import Activity, Deal, Offer
 
     yield today()
     ids = sorted(i for i in deal_ids if i is not None)
     fields = [*STAMP_FIELDS, "won_at", "lost_at", "expected_close_date"]
-    earliest = None  # the earliest latest-event: every day from it to today
     for i in range(0, len(ids), chunk):
         part = ids[i : i + chunk]
         moments = set()
-        for *row, latest in Deal.objects.filter(pk__in=part).values_list(*fields, "last_event_at"):
+        for row in Deal.objects.filter(pk__in=part).values_list(*fields):
             moments.update(row)
-            if latest is not None and (earliest is None or latest < earliest):
-                earliest = latest
         for row in Offer.objects.filter(deal_id__in=part).values_list("sent_at", "responded_at"):
             moments.update(row)
         moments.update(Activity.objects.filter(deal_id__in=part).values_list("held_at", flat=True))
         yield from {_day(m) for m in moments if m is not None}
-    if earliest is not None:
-        yield from days_since(earliest)
 
 
 def _enqueue_on_commit():

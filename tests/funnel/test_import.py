@@ -313,6 +313,14 @@ def document(deal):
     )
 
 
+def company_reading(code, month):
+    """(value, numerator, denominator) of ``code``'s stored company total for ``month``."""
+    row = KpiSnapshot.objects.get(
+        kpi=code, grain="month", period_start=month, slice="company", breakdown=""
+    )
+    return row.value, row.numerator, row.denominator
+
+
 def described(deal):
     """Everything an import sets on a deal, its rows included (no ids)."""
     deal.refresh_from_db()
@@ -794,10 +802,7 @@ def test_stages_sharing_a_day_are_stays_when_the_row_shows_work_in_them(setup, b
     recompute.recompute_all(grains=["month"])
 
     def kpi(code):
-        row = KpiSnapshot.objects.get(
-            kpi=code, grain="month", period_start=d(2, 1), slice="company", breakdown=""
-        )
-        return row.value, row.numerator, row.denominator
+        return company_reading(code, d(2, 1))
 
     # Answered after 1 µs (S-1), 4 days (S-2) and 5 days (S-3).
     assert kpi("offer_turnaround_days") == (Decimal("3"), Decimal("9"), Decimal("3"))
@@ -1175,10 +1180,7 @@ def test_a_second_file_marks_every_day_its_deals_were_open(setup, bulk):
         pass
 
     def per_rep():
-        row = KpiSnapshot.objects.get(
-            kpi="new_leads_per_rep", grain="month", period_start=d(2, 1), slice="company"
-        )
-        return row.value, row.numerator, row.denominator
+        return company_reading("new_leads_per_rep", d(2, 1))
 
     assert per_rep() == (Decimal("0.5"), Decimal("1"), Decimal("2"))
     recompute.recompute_all(grains=["month"])

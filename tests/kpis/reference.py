@@ -57,6 +57,7 @@ test that compares the engine with this reference.
 
 import calendar
 import datetime
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -1187,6 +1188,26 @@ def deal_script():
         )
 
     return script()
+
+
+def property_examples() -> int:
+    """Examples a property test runs by default (``LEJEK_PROPERTY_EXAMPLES``, 12)."""
+    return int(os.environ.get("LEJEK_PROPERTY_EXAMPLES", "12"))
+
+
+def property_settings(max_examples=None):
+    """The hypothesis settings of a property test on datasets built by ``build_dataset``:
+    ``max_examples`` (default ``property_examples()``); no deadline (a dataset is built
+    through the domain functions); the database fixture shared by the examples (each
+    rolls its dataset back); explicit and generated examples only, no shrinking."""
+    from hypothesis import HealthCheck, Phase, settings
+
+    return settings(
+        max_examples=property_examples() if max_examples is None else max_examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        phases=[Phase.explicit, Phase.generate],
+    )
 
 
 def deal_scripts(max_size: int = 12):

@@ -2,19 +2,18 @@
 sums of every deal's own, and a few deals' together are the sums of each one's. The
 ground for applying a change as its deal's difference (docs/benchmarks.md)."""
 
-import os
 from collections import defaultdict
 
 import pytest
 from django.db import transaction
 from django.utils import timezone
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 
 from funnel.models import Deal
 from kpis import compute, ledger
 from kpis.periods import Grain, Period
 from kpis.recompute import data_span
-from tests.kpis.reference import build_dataset, deal_scripts, make_cast
+from tests.kpis.reference import build_dataset, deal_scripts, make_cast, property_settings
 
 
 def day_sums(measures):
@@ -41,12 +40,7 @@ def gathered():
     return day_sums(compute.gather(Grain.DAY, start_at, end_at))
 
 
-@settings(
-    max_examples=int(os.environ.get("LEJEK_PROPERTY_EXAMPLES", "12")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    phases=[Phase.explicit, Phase.generate],
-)
+@property_settings()
 @given(scripts=deal_scripts(max_size=6))
 def test_every_deals_contribution_adds_up_to_the_gathered_day_sums(db, scripts):
     with transaction.atomic():

@@ -3,12 +3,11 @@ through the domain functions, the set-based engine gives exactly what the naive
 per-deal reference implementation (tests/kpis/reference.py) gives, for every KPI,
 grain, period, slice and breakdown."""
 
-import os
 from decimal import Decimal
 
 from django.db import transaction
 from django.utils import timezone
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 
 from kpis import compute
 from kpis.definitions import KPIS
@@ -18,6 +17,7 @@ from tests.kpis.reference import (
     deal_scripts,
     load,
     make_cast,
+    property_settings,
     reference_kpis,
     window_origin,
 )
@@ -90,12 +90,7 @@ def compare(now):
     return mismatches
 
 
-@settings(
-    max_examples=int(os.environ.get("LEJEK_PROPERTY_EXAMPLES", "12")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    phases=[Phase.explicit, Phase.generate],
-)
+@property_settings()
 @given(scripts=deal_scripts(max_size=8))
 def test_set_based_kpis_equal_the_naive_reference(db, scripts):
     now = timezone.now()

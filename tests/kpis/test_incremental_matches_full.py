@@ -5,26 +5,25 @@ and plays part of its script, everything is recomputed, then every deal plays th
 (back-dated moves, offers and their answers, rounds, wins, losses, reopenings), and
 the sweep recomputes what those changes marked."""
 
-import os
-
 from django.db import transaction
 from django.utils import timezone
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from kpis import company, dirty, recompute
 from tests.kpis.builders import snapshot_rows
-from tests.kpis.reference import build_dataset, deal_scripts, make_cast
+from tests.kpis.reference import (
+    build_dataset,
+    deal_scripts,
+    make_cast,
+    property_examples,
+    property_settings,
+)
 
 SCRIPTS = 6
 
 
-@settings(
-    max_examples=int(os.environ.get("LEJEK_PROPERTY_EXAMPLES", "12")) // 3,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    phases=[Phase.explicit, Phase.generate],
-)
+@property_settings(property_examples() // 3)
 @given(
     scripts=deal_scripts(max_size=SCRIPTS),
     cuts=st.lists(st.integers(0, 12), min_size=SCRIPTS, max_size=SCRIPTS),

@@ -92,3 +92,13 @@ def test_a_full_recompute_takes_the_hours_horizon_again(rep):
 
     assert reading.maturity_days() == Decimal("16.2")
     assert MaturityHorizon.objects.get().days == Decimal("16.2")
+
+
+def test_a_fanned_out_full_recompute_takes_the_hours_horizon_again(rep):
+    hour = timezone.now().replace(minute=0, second=0, microsecond=0)
+    assert reading.maturity_days() == 90
+    wins(rep, range(1, 21), hour)
+
+    recompute.start_full_recompute(grains=["month"])
+
+    assert reading.maturity_days() == Decimal("16.2")

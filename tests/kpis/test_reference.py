@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 from django.db import transaction
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 
 from accounts.models import Role, User
 from funnel import domain
@@ -22,6 +22,7 @@ from tests.kpis.reference import (
     load,
     make_cast,
     now_codes,
+    property_settings,
     reference_kpis,
 )
 
@@ -743,12 +744,7 @@ def cast(db):
     return make_cast()
 
 
-@settings(
-    max_examples=8,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    phases=[Phase.explicit, Phase.generate],
-)
+@property_settings(8)
 @given(scripts=deal_scripts())
 def test_build_dataset_plays_every_generated_script(cast, scripts):
     with transaction.atomic():
