@@ -101,7 +101,19 @@ TABLES = (
     (DealChange, CHANGE_COLUMNS),
 )
 #: Deal fields a row sets from its cells: validated as ``Deal.full_clean`` would.
-ROW_FIELDS = ("title", "external_id", "currency", "estimated_value", "industry", "segment")
+ROW_FIELDS = (
+    "title",
+    "external_id",
+    "currency",
+    "estimated_value",
+    "industry",
+    "segment",
+    "heard_from",
+    "contact_prompt",
+    "product_scope",
+    "qualification_score",
+    "expected_close_date",
+)
 
 
 class BulkWriteError(RuntimeError):
@@ -457,6 +469,11 @@ class _Replay:
             first_touch_at=first_touch_at,
             industry=row["industry"],
             segment=row["segment"],
+            heard_from=row["heard_from"],
+            contact_prompt=row["contact_prompt"],
+            product_scope=row["product_scope"],
+            qualification_score=row["qualification_score"],
+            expected_close_date=row["expected_close_date"],
             entered_lead_at=at,
             last_event_at=at,
             stage=LEAD,

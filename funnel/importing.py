@@ -68,6 +68,11 @@ DEAL_COLUMNS = (
     "currency",
     "estimated_value",
     "first_touch_at",
+    "heard_from",
+    "contact_prompt",
+    "product_scope",
+    "qualification_score",
+    "expected_close_date",
     "lead_at",
     "qualification_at",
     "needs_at",
@@ -97,7 +102,28 @@ SPEND_REQUIRED_COLUMNS = ("channel", "month", "amount")
 
 #: Free-text cells: neutralised against formulas on export, un-neutralised on import.
 TEXT_COLUMNS = frozenset(
-    {"external_id", "title", "company", "industry", "segment", "channel", "owner", "lost_reason"}
+    {
+        "external_id",
+        "title",
+        "company",
+        "industry",
+        "segment",
+        "channel",
+        "owner",
+        "lost_reason",
+        "heard_from",
+        "contact_prompt",
+        "product_scope",
+    }
+)
+#: The qualification answers and the expected close date: details of the deal a row
+#: sets when it creates it (``domain.create_deal``), whatever stage it reached.
+DETAIL_COLUMNS = (
+    "heard_from",
+    "contact_prompt",
+    "product_scope",
+    "qualification_score",
+    "expected_close_date",
 )
 STAMP_COLUMNS = {stage: f"{stage.value}_at" for stage in stages.ORDER}
 MONEY_COLUMNS = ("estimated_value", "offer_value", "agreed_value", "final_value")
@@ -410,6 +436,19 @@ def parse_count(text):
     return value
 
 
+def parse_score(text):
+    if not re.fullmatch(r"\d+", text) or int(text) > 100:
+        raise ValueError(f"'{text}' is not a whole number from 0 to 100.")
+    return int(text)
+
+
+def parse_date(text):
+    try:
+        return datetime.date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"'{text}' is not a date (YYYY-MM-DD).") from None
+
+
 def _formatted(moment):
     return timezone.localtime(moment, _org_timezone()).strftime("%Y-%m-%d %H:%M")
 
@@ -425,6 +464,8 @@ _DEAL_PARSERS = {
     "offer_status": _choice(ROW_OFFER_STATUSES),
     "negotiation_rounds": parse_count,
     "document_type": _choice(DocumentType.values),
+    "qualification_score": parse_score,
+    "expected_close_date": parse_date,
 }
 
 
@@ -986,6 +1027,7 @@ class _DealImporter:
                 external_id=row["external_id"] or None,
                 industry=row["industry"],
                 segment=row["segment"],
+                **{column: row[column] for column in DETAIL_COLUMNS},
             )
         offer = None
         responded = False
@@ -1328,6 +1370,11 @@ def deal_row(deal):
         "currency": deal.currency,
         "estimated_value": deal.estimated_value,
         "first_touch_at": deal.first_touch_at,
+        "heard_from": deal.heard_from,
+        "contact_prompt": deal.contact_prompt,
+        "product_scope": deal.product_scope,
+        "qualification_score": deal.qualification_score,
+        "expected_close_date": deal.expected_close_date,
         **{column: deal.stamp(stage) for stage, column in STAMP_COLUMNS.items()},
         "status": deal.status,
         "stage": deal.stage,

@@ -60,6 +60,11 @@ HEADER = [
     "currency",
     "estimated_value",
     "first_touch_at",
+    "heard_from",
+    "contact_prompt",
+    "product_scope",
+    "qualification_score",
+    "expected_close_date",
     "lead_at",
     "qualification_at",
     "needs_at",
@@ -119,6 +124,9 @@ CLEAN = [
         "channel": "referral",
         "owner": "rep@example.com",
         "estimated_value": "2 500,50",
+        "heard_from": "Trade fair",
+        "qualification_score": "0",
+        "expected_close_date": "2026-05-29",
         "lead_at": "2026-01-05 10:00",
         "qualification_at": "2026-01-06",
         "status": "open",
@@ -191,6 +199,11 @@ CLEAN = [
         "owner": "rep",
         "currency": "EUR",
         "estimated_value": "10000",
+        "heard_from": "Trade fair",
+        "contact_prompt": "=new plant",
+        "product_scope": "CRM licences",
+        "qualification_score": "80",
+        "expected_close_date": "2026-03-10",
         "lead_at": "2026-02-10T09:00",
         "qualification_at": "2026-02-11T09:00",
         "needs_at": "2026-02-12T09:00",
@@ -334,6 +347,13 @@ def described(deal):
         "currency": deal.currency,
         "estimated": (deal.estimated_value, deal.estimated_value_base),
         "first_touch_at": deal.first_touch_at,
+        "details": (
+            deal.heard_from,
+            deal.contact_prompt,
+            deal.product_scope,
+            deal.qualification_score,
+            deal.expected_close_date,
+        ),
         "stage": deal.stage,
         "status": deal.status,
         "stamps": stamps(deal),
@@ -406,6 +426,7 @@ def test_a_clean_file_imports_every_deal_through_the_transitions(setup, rep, tea
         "currency": PL,
         "estimated": (Decimal("1000.00"), Decimal("1000.00")),
         "first_touch_at": at(1, 2, 0),
+        "details": ("", "", "", None, None),
         "stage": "lead",
         "status": "open",
         "stamps": (at(1, 5), None, None, None, None, None),
@@ -426,6 +447,7 @@ def test_a_clean_file_imports_every_deal_through_the_transitions(setup, rep, tea
     assert (l2["title"], l2["owner"], l2["channel"]) == ("Beta S.A.", "rep", "Referral")
     assert l2["estimated"] == (Decimal("2500.50"), Decimal("2500.50"))
     assert l2["stamps"] == (at(1, 5, 10), at(1, 6, 0), None, None, None, None)
+    assert l2["details"] == ("Trade fair", "", "", 0, d(5, 29))
     assert l2["history"] == [
         (*created, at(1, 5, 10), None),
         ("moved", "lead", "qualification", at(1, 6, 0), None),
@@ -486,6 +508,8 @@ def test_a_clean_file_imports_every_deal_through_the_transitions(setup, rep, tea
     l7 = described(deal("L-7"))
     assert (l7["stage"], l7["status"], l7["currency"]) == ("closing", "won", EUR)
     assert (l7["industry"], l7["segment"]) == ("Manufacturing", "Enterprise")
+    # The qualification answers and the expected close date; a formula-like answer kept.
+    assert l7["details"] == ("Trade fair", "=new plant", "CRM licences", 80, d(3, 10))
     assert l7["estimated"] == (Decimal("10000.00"), Decimal("42500.00"))
     assert l7["stamps"] == (at(2, 10), at(2, 11), at(2, 12), at(2, 16), at(2, 20), at(3, 2))
     assert l7["won_at"] == at(3, 5)
@@ -841,6 +865,34 @@ def test_an_answer_of_a_deal_still_in_offer_is_dated_at_the_sending(setup, bulk)
     assert s4["terms"] == (Decimal("800.00"), Decimal("800.00"), sent, Decimal("5.00"))
 
 
+@pytest.mark.parametrize("bulk", [True, False], ids=["bulk", "domain"])
+def test_bad_qualification_answers_and_close_dates_are_reported_by_column(setup, bulk):
+    rows = [
+        {**GOOD, "external_id": "Q-1", "heard_from": "Webinar", "qualification_score": "100"},
+        {**GOOD, "qualification_score": "101", "expected_close_date": "31.05.2026"},
+        {**GOOD, "qualification_score": "-1", "expected_close_date": "2026-05-31T10:00"},
+        {**GOOD, "product_scope": "x" * 201},
+    ]
+
+    result = importing.import_deals(io.StringIO(csv_text(*rows)), bulk=bulk, valid_only=True)
+
+    assert result.errors == [
+        (
+            3,
+            "qualification_score: '101' is not a whole number from 0 to 100.; "
+            "expected_close_date: '31.05.2026' is not a date (YYYY-MM-DD).",
+        ),
+        (
+            4,
+            "qualification_score: '-1' is not a whole number from 0 to 100.; "
+            "expected_close_date: '2026-05-31T10:00' is not a date (YYYY-MM-DD).",
+        ),
+        (5, "product_scope: Ensure this value has at most 200 characters (it has 201)."),
+    ]
+    assert (result.created, result.failed) == (1, 3)
+    assert described(deal("Q-1"))["details"] == ("Webinar", "", "", 100, None)
+
+
 def test_valid_only_imports_the_good_rows_and_reports_the_bad_ones(setup):
     result = import_text(csv_text(*BAD), valid_only=True)
 
@@ -1071,7 +1123,8 @@ def build_directly(rep, teammate, google):
         by=rep, owner=rep, title="Zeta GmbH", at=at(2, 10), channel=google, currency=EUR,
         company=company("Zeta GmbH", industry="Manufacturing", segment="Enterprise"),
         estimated_value=Decimal("10000"), external_id="L-7", industry="Manufacturing",
-        segment="Enterprise",
+        segment="Enterprise", heard_from="Trade fair", contact_prompt="=new plant",
+        product_scope="CRM licences", qualification_score=80, expected_close_date=d(3, 10),
     )  # fmt: skip
     for stage, moment in ((S.QUALIFICATION, at(2, 11)), (S.NEEDS, at(2, 12)), (S.OFFER, at(2, 16))):
         domain.move_forward(zeta, stage, by=rep, at=moment)
@@ -1145,6 +1198,9 @@ def test_kpis_after_an_import_equal_those_of_the_same_deals_entered_directly(set
     assert direct[("won_value", d(3, 1), "")][0] == Decimal("42700")
     assert direct[("leads", d(1, 1), "")][0] == 1
     assert direct[("lost_reasons", d(3, 1), "reason:not_qualified")][0] == 1
+    # Leads and lead quality by the qualification answers the file carries.
+    assert direct[("leads", d(2, 1), "source:Trade fair")][0] == 1
+    assert direct[("lead_quality_pct", d(2, 1), "scope:CRM licences")][:3] == (100, 1, 1)
 
 
 @pytest.mark.parametrize("bulk", [True, False], ids=["bulk", "domain"])
