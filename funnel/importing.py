@@ -68,11 +68,6 @@ DEAL_COLUMNS = (
     "currency",
     "estimated_value",
     "first_touch_at",
-    "heard_from",
-    "contact_prompt",
-    "product_scope",
-    "qualification_score",
-    "expected_close_date",
     "lead_at",
     "qualification_at",
     "needs_at",
@@ -93,6 +88,13 @@ DEAL_COLUMNS = (
     "discount_pct",
     "document_type",
     "final_value",
+    # After the columns of issue 6's format, in its order: a file or a reader of the
+    # export that knows only those columns still lines up.
+    "heard_from",
+    "contact_prompt",
+    "product_scope",
+    "qualification_score",
+    "expected_close_date",
 )
 #: Columns a deals file must have; the others may be left out (read as empty).
 DEAL_REQUIRED_COLUMNS = ("company", "owner", "lead_at")

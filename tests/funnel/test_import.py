@@ -1008,7 +1008,16 @@ def test_export_writes_iso_timestamps_with_offset_and_plain_numbers(setup, rep, 
     assert out.getvalue() == f"{path}: 1 deals exported.\n"
     with open(path, encoding="utf-8-sig", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == list(importing.DEAL_COLUMNS)
+    # Issue 6's columns in its order, then the qualification answers and close date.
+    assert list(rows[0]) == [
+        *["external_id", "title", "company", "industry", "segment", "channel", "owner", "currency"],
+        *["estimated_value", "first_touch_at", "lead_at", "qualification_at", "needs_at"],
+        *["offer_at", "negotiation_at", "closing_at", "status", "stage", "won_at", "lost_at"],
+        *["lost_reason", "lost_stage", "offer_value", "offer_sent_at", "offer_status"],
+        *["negotiation_rounds", "agreed_value", "discount_pct", "document_type", "final_value"],
+        *["heard_from", "contact_prompt", "product_scope", "qualification_score"],
+        "expected_close_date",
+    ]
     assert [row["external_id"] for row in rows] == ["L-8"]
     row = rows[0]
     assert (row["lead_at"], row["closing_at"], row["negotiation_at"]) == (
