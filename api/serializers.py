@@ -566,7 +566,7 @@ class ImportRowSerializer(serializers.Serializer):
 
 
 class ImportReportSerializer(serializers.Serializer):
-    kind = serializers.ChoiceField(choices=["deals", "spend"])
+    kind = serializers.ChoiceField(choices=["deals", "spend", "activities"])
     dry_run = serializers.BooleanField()
     valid_only = serializers.BooleanField()
     rejected = serializers.BooleanField(

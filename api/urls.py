@@ -30,6 +30,7 @@ v1 = [
     path("reports/funnel/", views.FunnelReportView.as_view(), name="funnel-report"),
     path("imports/deals/", views.ImportDealsView.as_view(), name="import-deals"),
     path("imports/spend/", views.ImportSpendView.as_view(), name="import-spend"),
+    path("imports/activities/", views.ImportActivitiesView.as_view(), name="import-activities"),
     path("exports/deals/", views.ExportDealsView.as_view(), name="export-deals"),
     path("auth/token/", views.ObtainTokenView.as_view(), name="token"),
     # Anything else under /api/v1/ (an id that is not a number...) is a JSON 404 too.

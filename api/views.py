@@ -724,6 +724,22 @@ class ImportSpendView(_ImportView):
         return super().post(request)
 
 
+class ImportActivitiesView(_ImportView):
+    """Import calls, e-mails, meetings and audits (deal = the deal's external_id, kind,
+    held_at, outcome, notes, by): an activity already recorded (same deal, kind and
+    moment) is unchanged. Managers import onto the deals they can see."""
+
+    kind = "activities"
+
+    @extend_schema(
+        summary="Import activities (CSV)",
+        request={"multipart/form-data": serializers.ImportRequestSerializer},
+        responses=_IMPORT_RESPONSES,
+    )
+    def post(self, request):
+        return super().post(request)
+
+
 def deals_csv_response(user):
     """The deals ``user`` may see, as a CSV in the import format."""
     out = io.StringIO()

@@ -45,6 +45,8 @@ from accounts.models import Role, User
 from funnel import domain, stages
 from funnel.import_bulk import BulkDeals, agreed_terms, answered_at
 from funnel.models import (
+    Activity,
+    ActivityKind,
     Channel,
     Company,
     Deal,
@@ -102,6 +104,10 @@ DEAL_REQUIRED_COLUMNS = ("company", "owner", "lead_at")
 SPEND_COLUMNS = ("channel", "month", "amount", "currency")
 SPEND_REQUIRED_COLUMNS = ("channel", "month", "amount")
 
+#: One row per call, e-mail, meeting or audit, of the deal with that ``external_id``.
+ACTIVITY_COLUMNS = ("deal", "kind", "held_at", "outcome", "notes", "by")
+ACTIVITY_REQUIRED_COLUMNS = ("deal", "kind", "held_at")
+
 #: Free-text cells: neutralised against formulas on export, un-neutralised on import.
 TEXT_COLUMNS = frozenset(
     {
@@ -116,6 +122,10 @@ TEXT_COLUMNS = frozenset(
         "heard_from",
         "contact_prompt",
         "product_scope",
+        "deal",
+        "outcome",
+        "notes",
+        "by",
     }
 )
 #: The qualification answers and the expected close date: details of the deal a row
@@ -214,7 +224,7 @@ class ImportResult:
 def report_lines(result, *, name="file"):
     """A readable report of ``result``: the commands print it, the upload page can too."""
     lines = [f"line {line}: {message}" for line, message in result.errors]
-    noun = "deals" if result.kind == "deals" else "spend rows"
+    noun = {"deals": "deals", "spend": "spend rows", "activities": "activities"}[result.kind]
     if result.rejected:
         if result.failed:
             lines.append(
@@ -1320,6 +1330,139 @@ def import_spend(source, *, create_missing=False, valid_only=False, dry_run=Fals
     return _finish(result, recompute=recompute)
 
 
+# Activities ---------------------------------------------------------------------------
+
+_ACTIVITY_PARSERS = {"kind": _choice(ActivityKind.values), "held_at": parse_moment}
+
+
+class _ActivityImporter:
+    """Each row logs one activity through ``domain.log_activity`` (which marks its
+    deal's days dirty). An activity of the same deal, kind and moment already recorded
+    is "unchanged": re-importing a file adds nothing."""
+
+    def __init__(self, *, by, deals=None, owners=None):
+        self.by = by
+        # Who may log (``by``): existing users only, within ``owners`` when given.
+        self.lookups = _Lookups(create_missing=False, owners=owners)
+        self.scope = deals  # the deals a manager may see; None: every deal
+        self.deals = {}
+        self.seen = {}
+        self.existing = set()
+
+    def preload(self, rows):
+        ids = sorted({unneutralise(cells["deal"]) for _, cells in rows if cells and cells["deal"]})
+        deals = Deal.objects.all() if self.scope is None else self.scope
+        for start in range(0, len(ids), LOOKUP_BATCH):
+            for deal in deals.filter(external_id__in=ids[start : start + LOOKUP_BATCH]):
+                self.deals[deal.external_id] = deal
+        pks = [deal.pk for deal in self.deals.values()]
+        for start in range(0, len(pks), LOOKUP_BATCH):
+            self.existing.update(
+                Activity.objects.filter(deal_id__in=pks[start : start + LOOKUP_BATCH]).values_list(
+                    "deal_id", "kind", "held_at"
+                )
+            )
+
+    def finish(self, *, write):
+        pass
+
+    def run(self, line, cells, result):
+        # Its own savepoint: a refusal undoes whatever the row wrote.
+        with transaction.atomic():
+            return self._run(line, cells, result)
+
+    def _run(self, line, cells, result):
+        row = _parse_cells(cells, _ACTIVITY_PARSERS)
+        missing = [
+            f"{column}: Required." for column in ACTIVITY_REQUIRED_COLUMNS if _empty(row[column])
+        ]
+        if missing:
+            raise RowError(*missing)
+        deal = self.deals.get(row["deal"])
+        if deal is None:
+            whose = "you can see " if self.scope is not None else ""
+            raise RowError(f"deal: No deal {whose}has the external_id '{row['deal']}'.")
+        by = self.by
+        if row["by"]:
+            try:
+                by = self.lookups.find_owner(row["by"])
+            except RowError as exc:
+                raise RowError(*(m.replace("owner:", "by:", 1) for m in exc.messages)) from exc
+        key = (deal.pk, row["kind"], row["held_at"])
+        if key in self.seen:
+            raise RowError(
+                f"held_at: the same {row['kind']} of deal '{row['deal']}' at this moment "
+                f"appears again (line {self.seen[key]})."
+            )
+        self.seen[key] = line
+        if key in self.existing:
+            return "unchanged"
+        with _column("held_at", held_at="held_at", kind="kind", outcome="outcome", notes="notes"):
+            domain.log_activity(
+                deal,
+                kind=row["kind"],
+                held_at=row["held_at"],
+                by=by,
+                outcome=row["outcome"],
+                notes=row["notes"],
+            )
+        result._cover([row["held_at"]])
+        return "created"
+
+
+def import_activities(
+    source, *, by=None, valid_only=False, dry_run=False, recompute=False, deals=None, owners=None
+):
+    """Import calls, e-mails, meetings and audits (deal, kind, held_at, outcome, notes,
+    by): each row is logged on the deal whose ``external_id`` is in ``deal``, by the
+    user named in ``by`` (a username or e-mail; empty: ``by``, the importing user).
+    ``deals``/``owners``: the deals a manager may see and the people they lead (the
+    upload page and the API pass them); None: every deal and user."""
+    result = ImportResult(kind="activities", dry_run=dry_run, valid_only=valid_only)
+    try:
+        rows = read_rows(source, ACTIVITY_COLUMNS, ACTIVITY_REQUIRED_COLUMNS)
+    except FileError as exc:
+        result.errors.append((exc.line, exc.message))
+        result._reject()
+        return result
+    importer = _ActivityImporter(by=by, deals=deals, owners=owners)
+    _run_rows(rows, importer, result, valid_only=valid_only, dry_run=dry_run)
+    return _finish(result, recompute=recompute)
+
+
+def export_activities(out, activities=None):
+    """Write ``activities`` (by default every activity of a deal with an external id,
+    the key an import finds its deal by) to ``out`` as an activities CSV; return how
+    many."""
+    if activities is None:
+        activities = Activity.objects.all()
+    activities = (
+        activities.filter(deal__external_id__isnull=False)
+        .select_related("deal", "by")
+        .order_by("held_at", "id")
+    )
+    writer = csv.DictWriter(out, fieldnames=ACTIVITY_COLUMNS)
+    writer.writeheader()
+    count = 0
+    for activity in activities.iterator(chunk_size=EXPORT_CHUNK):
+        values = {
+            "deal": activity.deal.external_id,
+            "kind": activity.kind,
+            "held_at": activity.held_at,
+            "outcome": activity.outcome,
+            "notes": activity.notes,
+            "by": activity.by.username if activity.by else "",
+        }
+        writer.writerow(
+            {
+                column: neutralise(value) if column in TEXT_COLUMNS else _cell(value)
+                for column, value in values.items()
+            }
+        )
+        count += 1
+    return count
+
+
 # Export -------------------------------------------------------------------------------
 
 #: Deals written per database round trip (with their offers): bounded memory on a big
@@ -1420,13 +1563,16 @@ def export_deals(out, deals=None):
 
 
 __all__ = [
+    "ACTIVITY_COLUMNS",
     "DEAL_COLUMNS",
     "SPEND_COLUMNS",
     "FileError",
     "ImportResult",
     "RowError",
     "deal_row",
+    "export_activities",
     "export_deals",
+    "import_activities",
     "import_deals",
     "import_spend",
     "neutralise",

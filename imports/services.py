@@ -3,7 +3,8 @@ behind the commands, the page and the endpoint; this only adds who may do what.
 
 An admin imports for anyone and may create missing owners; a manager imports deals
 owned by the people they lead (themselves and their teams' members): another owner is
-reported as a row error, never created. KPIs are recomputed by the worker: every
+reported as a row error, never created. Activities go on the deals the manager can see,
+logged by the people they lead. KPIs are recomputed by the worker: every
 transition of the import marks its days dirty and enqueues the recompute on commit.
 """
 
@@ -12,13 +13,15 @@ from django.utils.translation import gettext_lazy as _
 from accounts.access import user_q
 from accounts.models import User
 from funnel import importing
+from funnel.models import Deal
 
-KINDS = {"deals": _("Deals"), "spend": _("Marketing spend")}
+KINDS = {"deals": _("Deals"), "spend": _("Marketing spend"), "activities": _("Activities")}
 
 #: Columns the preview table shows for each kind.
 PREVIEW_COLUMNS = {
     "deals": ("external_id", "title", "company", "owner", "stage", "status", "lead_at"),
     "spend": ("channel", "month", "amount", "currency"),
+    "activities": ("deal", "kind", "held_at", "outcome", "by"),
 }
 
 
@@ -27,9 +30,16 @@ def may_import(user):
 
 
 def run_import(kind, source, *, user, create_missing=False, valid_only=False, dry_run=False):
-    """Run the ``kind`` ("deals" or "spend") import of ``source`` as ``user``."""
+    """Run the ``kind`` ("deals", "spend" or "activities") import of ``source`` as
+    ``user``."""
+    owners = None if user.is_lejek_admin else User.objects.filter(user_q(user))
+    if kind == "activities":
+        # A manager logs activities on the deals they can see, by the people they lead.
+        deals = None if user.is_lejek_admin else Deal.objects.visible_to(user)
+        return importing.import_activities(
+            source, by=user, valid_only=valid_only, dry_run=dry_run, deals=deals, owners=owners
+        )
     if kind == "deals":
-        owners = None if user.is_lejek_admin else User.objects.filter(user_q(user))
         return importing.import_deals(
             source,
             by=user,

@@ -21,18 +21,27 @@ class Command(BaseCommand):
     def handle(self, *args, file, owner=None, **options):
         deals = Deal.objects.all()
         if owner:
-            user = User.objects.filter(username=owner).first()
-            if user is None:
-                raise CommandError(f"--owner: no user '{owner}'.")
-            deals = deals.filter(owner=user)
-        if file == "-":
-            importing.export_deals(self.stdout, deals)
-            return
-        # With a byte-order mark: spreadsheets then read the file as UTF-8, not as the
-        # locale's code page (Polish names intact); import_deals accepts it.
-        try:
-            with open(file, "w", encoding="utf-8-sig", newline="") as out:
-                count = importing.export_deals(out, deals)
-        except OSError as exc:
-            raise CommandError(f"{file}: {exc.strerror or exc}") from exc
-        self.stdout.write(f"{file}: {count} deals exported.")
+            deals = deals.filter(owner=owner_named(owner))
+        write_csv(self, file, importing.export_deals, deals, "deals")
+
+
+def owner_named(username):
+    user = User.objects.filter(username=username).first()
+    if user is None:
+        raise CommandError(f"--owner: no user '{username}'.")
+    return user
+
+
+def write_csv(command, file, export, rows, noun):
+    """``export(out, rows)`` into ``file`` ('-': standard output), then say how many."""
+    if file == "-":
+        export(command.stdout, rows)
+        return
+    # With a byte-order mark: spreadsheets then read the file as UTF-8, not as the
+    # locale's code page (Polish names intact); the imports accept it.
+    try:
+        with open(file, "w", encoding="utf-8-sig", newline="") as out:
+            count = export(out, rows)
+    except OSError as exc:
+        raise CommandError(f"{file}: {exc.strerror or exc}") from exc
+    command.stdout.write(f"{file}: {count} {noun} exported.")

@@ -21,14 +21,15 @@ def report(command, result, path):
             command.stdout.write(line)
 
 
-def add_common_arguments(parser):
+def add_common_arguments(parser, *, create_missing=True):
     parser.add_argument("file", help="a UTF-8 CSV file with a header row")
-    parser.add_argument(
-        "--create-missing",
-        action="store_true",
-        help="create unknown channels (and, for deals, owners and lost reasons) "
-        "instead of reporting their rows as errors",
-    )
+    if create_missing:
+        parser.add_argument(
+            "--create-missing",
+            action="store_true",
+            help="create unknown channels (and, for deals, owners and lost reasons) "
+            "instead of reporting their rows as errors",
+        )
     parser.add_argument(
         "--valid-only",
         action="store_true",
@@ -41,6 +42,22 @@ def add_common_arguments(parser):
     )
 
 
+def add_by_argument(parser):
+    parser.add_argument(
+        "--by", metavar="USERNAME", help="the user recorded as the actor of every change"
+    )
+
+
+def actor_named(username):
+    """The user ``--by`` names, or None when it names nobody."""
+    if not username:
+        return None
+    actor = User.objects.filter(username=username).first()
+    if actor is None:
+        raise CommandError(f"--by: no user '{username}'.")
+    return actor
+
+
 class Command(BaseCommand):
     help = (
         "Import historical deals from a CSV file, one row per deal, replayed through the "
@@ -50,16 +67,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         add_common_arguments(parser)
-        parser.add_argument(
-            "--by", metavar="USERNAME", help="the user recorded as the actor of every change"
-        )
+        add_by_argument(parser)
 
     def handle(self, *args, file, create_missing, valid_only, dry_run, by=None, **options):
-        actor = None
-        if by:
-            actor = User.objects.filter(username=by).first()
-            if actor is None:
-                raise CommandError(f"--by: no user '{by}'.")
+        actor = actor_named(by)
         try:
             result = importing.import_deals(
                 file,
