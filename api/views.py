@@ -693,6 +693,18 @@ _IMPORT_RESPONSES = {
 }
 
 
+def _import_schema(summary):
+    """The schema of an import endpoint's POST: a multipart upload, the report back."""
+    return extend_schema_view(
+        post=extend_schema(
+            summary=summary,
+            request={"multipart/form-data": serializers.ImportRequestSerializer},
+            responses=_IMPORT_RESPONSES,
+        )
+    )
+
+
+@_import_schema("Import deals (CSV)")
 class ImportDealsView(_ImportView):
     """Import a deals CSV (the import_deals format), all or nothing unless valid_only;
     rows whose external_id exists are unchanged. Managers import deals of the people
@@ -700,44 +712,22 @@ class ImportDealsView(_ImportView):
 
     kind = "deals"
 
-    @extend_schema(
-        summary="Import deals (CSV)",
-        request={"multipart/form-data": serializers.ImportRequestSerializer},
-        responses=_IMPORT_RESPONSES,
-    )
-    def post(self, request):
-        return super().post(request)
 
-
+@_import_schema("Import marketing spend (CSV)")
 class ImportSpendView(_ImportView):
     """Import marketing spend (channel, month, amount, currency): one row per channel
     and month, created or updated."""
 
     kind = "spend"
 
-    @extend_schema(
-        summary="Import marketing spend (CSV)",
-        request={"multipart/form-data": serializers.ImportRequestSerializer},
-        responses=_IMPORT_RESPONSES,
-    )
-    def post(self, request):
-        return super().post(request)
 
-
+@_import_schema("Import activities (CSV)")
 class ImportActivitiesView(_ImportView):
     """Import calls, e-mails, meetings and audits (deal = the deal's external_id, kind,
     held_at, outcome, notes, by): an activity already recorded (same deal, kind and
     moment) is unchanged. Managers import onto the deals they can see."""
 
     kind = "activities"
-
-    @extend_schema(
-        summary="Import activities (CSV)",
-        request={"multipart/form-data": serializers.ImportRequestSerializer},
-        responses=_IMPORT_RESPONSES,
-    )
-    def post(self, request):
-        return super().post(request)
 
 
 def deals_csv_response(user):

@@ -941,6 +941,8 @@ def _check_deal_row(row, plan):
 
 
 class _DealImporter:
+    columns, required = DEAL_COLUMNS, DEAL_REQUIRED_COLUMNS
+
     def __init__(self, *, by, create_missing, owners=None, bulk=True):
         self.by = by
         self.lookups = _Lookups(create_missing=create_missing, owners=owners)
@@ -1185,6 +1187,20 @@ def _run_rows(rows, importer, result, *, valid_only, dry_run):
             transaction.set_rollback(True)
 
 
+def _import(kind, source, importer, *, valid_only, dry_run, recompute):
+    """Read ``source`` (the ``importer``'s columns) and run every row through it: the
+    one course of every import."""
+    result = ImportResult(kind=kind, dry_run=dry_run, valid_only=valid_only)
+    try:
+        rows = read_rows(source, importer.columns, importer.required)
+    except FileError as exc:
+        result.errors.append((exc.line, exc.message))
+        result._reject()
+        return result
+    _run_rows(rows, importer, result, valid_only=valid_only, dry_run=dry_run)
+    return _finish(result, recompute=recompute)
+
+
 def _finish(result, *, recompute):
     if result.written and (result.created or result.updated):
         from kpis.company import forget_inputs
@@ -1221,16 +1237,15 @@ def import_deals(
     ``bulk``: write new deals in bulk (funnel/import_bulk.py); False replays every row
     through the domain functions (the reference the bulk path is tested against).
     """
-    result = ImportResult(kind="deals", dry_run=dry_run, valid_only=valid_only)
-    try:
-        rows = read_rows(source, DEAL_COLUMNS, DEAL_REQUIRED_COLUMNS)
-    except FileError as exc:
-        result.errors.append((exc.line, exc.message))
-        result._reject()
-        return result
     importer = _DealImporter(by=by, create_missing=create_missing, owners=owners, bulk=bulk)
-    _run_rows(rows, importer, result, valid_only=valid_only, dry_run=dry_run)
-    return _finish(result, recompute=recompute)
+    return _import(
+        "deals",
+        source,
+        importer,
+        valid_only=valid_only,
+        dry_run=dry_run,
+        recompute=recompute,
+    )
 
 
 # Spend --------------------------------------------------------------------------------
@@ -1249,7 +1264,31 @@ def parse_month(text):
 _SPEND_PARSERS = {"month": parse_month, "amount": parse_amount, "currency": parse_currency}
 
 
-class _SpendImporter:
+class _RowImporter:
+    """An importer whose rows each run in their own savepoint (a refusal undoes what
+    the row wrote) and write nothing at the end; ``_row`` gets the parsed cells."""
+
+    columns = required = ()
+    parsers = {}
+
+    def preload(self, rows):
+        pass
+
+    def finish(self, *, write):
+        pass
+
+    def run(self, line, cells, result):
+        with transaction.atomic():
+            row = _parse_cells(cells, self.parsers)
+            missing = [f"{column}: Required." for column in self.required if _empty(row[column])]
+            if missing:
+                raise RowError(*missing)
+            return self._row(line, row, result)
+
+
+class _SpendImporter(_RowImporter):
+    columns, required, parsers = SPEND_COLUMNS, SPEND_REQUIRED_COLUMNS, _SPEND_PARSERS
+
     def __init__(self, *, create_missing):
         self.lookups = _Lookups(create_missing=create_missing)
         self.seen = {}
@@ -1264,20 +1303,7 @@ class _SpendImporter:
         for spend in MarketingSpend.objects.filter(month__in=months):
             self.existing[(spend.channel_id, spend.month)] = spend
 
-    def finish(self, *, write):
-        pass
-
-    def run(self, line, cells, result):
-        with transaction.atomic():
-            return self._run(line, cells, result)
-
-    def _run(self, line, cells, result):
-        row = _parse_cells(cells, _SPEND_PARSERS)
-        missing = [
-            f"{column}: Required." for column in SPEND_REQUIRED_COLUMNS if _empty(row[column])
-        ]
-        if missing:
-            raise RowError(*missing)
+    def _row(self, line, row, result):
         currency = row["currency"] or base_currency()
         channel = self.lookups.channel(row["channel"])
         key = (channel.pk, row["month"])
@@ -1318,16 +1344,10 @@ def import_spend(source, *, create_missing=False, valid_only=False, dry_run=Fals
     """Import marketing spend (channel, month, amount, currency): one row per channel
     and month, created or updated; the amount is converted to the base currency at the
     rate of the month's first day."""
-    result = ImportResult(kind="spend", dry_run=dry_run, valid_only=valid_only)
-    try:
-        rows = read_rows(source, SPEND_COLUMNS, SPEND_REQUIRED_COLUMNS)
-    except FileError as exc:
-        result.errors.append((exc.line, exc.message))
-        result._reject()
-        return result
     importer = _SpendImporter(create_missing=create_missing)
-    _run_rows(rows, importer, result, valid_only=valid_only, dry_run=dry_run)
-    return _finish(result, recompute=recompute)
+    return _import(
+        "spend", source, importer, valid_only=valid_only, dry_run=dry_run, recompute=recompute
+    )
 
 
 # Activities ---------------------------------------------------------------------------
@@ -1335,10 +1355,12 @@ def import_spend(source, *, create_missing=False, valid_only=False, dry_run=Fals
 _ACTIVITY_PARSERS = {"kind": _choice(ActivityKind.values), "held_at": parse_moment}
 
 
-class _ActivityImporter:
+class _ActivityImporter(_RowImporter):
     """Each row logs one activity through ``domain.log_activity`` (which marks its
     deal's days dirty). An activity of the same deal, kind and moment already recorded
     is "unchanged": re-importing a file adds nothing."""
+
+    columns, required, parsers = ACTIVITY_COLUMNS, ACTIVITY_REQUIRED_COLUMNS, _ACTIVITY_PARSERS
 
     def __init__(self, *, by, deals=None, owners=None):
         self.by = by
@@ -1363,21 +1385,7 @@ class _ActivityImporter:
                 )
             )
 
-    def finish(self, *, write):
-        pass
-
-    def run(self, line, cells, result):
-        # Its own savepoint: a refusal undoes whatever the row wrote.
-        with transaction.atomic():
-            return self._run(line, cells, result)
-
-    def _run(self, line, cells, result):
-        row = _parse_cells(cells, _ACTIVITY_PARSERS)
-        missing = [
-            f"{column}: Required." for column in ACTIVITY_REQUIRED_COLUMNS if _empty(row[column])
-        ]
-        if missing:
-            raise RowError(*missing)
+    def _row(self, line, row, result):
         deal = self.deals.get(row["deal"])
         if deal is None:
             whose = "you can see " if self.scope is not None else ""
@@ -1418,16 +1426,10 @@ def import_activities(
     user named in ``by`` (a username or e-mail; empty: ``by``, the importing user).
     ``deals``/``owners``: the deals a manager may see and the people they lead (the
     upload page and the API pass them); None: every deal and user."""
-    result = ImportResult(kind="activities", dry_run=dry_run, valid_only=valid_only)
-    try:
-        rows = read_rows(source, ACTIVITY_COLUMNS, ACTIVITY_REQUIRED_COLUMNS)
-    except FileError as exc:
-        result.errors.append((exc.line, exc.message))
-        result._reject()
-        return result
     importer = _ActivityImporter(by=by, deals=deals, owners=owners)
-    _run_rows(rows, importer, result, valid_only=valid_only, dry_run=dry_run)
-    return _finish(result, recompute=recompute)
+    return _import(
+        "activities", source, importer, valid_only=valid_only, dry_run=dry_run, recompute=recompute
+    )
 
 
 def export_activities(out, activities=None):
