@@ -173,13 +173,14 @@ def test_recording_the_closing_document_logs_each_of_its_fields(clock, rep):
 def test_correcting_the_closing_document_logs_only_what_changed(clock, rep, manager):
     deal = in_closing(rep)
     document(deal, rep, days=3)
+    # Each date as its document was dated (the hour may cross midnight).
+    old_date = (timezone.localdate() - datetime.timedelta(days=3)).isoformat()
     entered = clock.advance(hours=1)
     since = last_change_id()
 
     document(deal, manager, document_type="proforma", days=2, value="8750.5")
 
-    issued = (timezone.localdate() - datetime.timedelta(days=d) for d in (3, 2))
-    old_date, new_date = (day.isoformat() for day in issued)
+    new_date = (timezone.localdate() - datetime.timedelta(days=2)).isoformat()
     assert changes(deal, since) == [
         ("document_type", "contract", "proforma", manager.pk, entered, entered),
         ("issue_date", old_date, new_date, manager.pk, entered, entered),
