@@ -100,6 +100,16 @@ TABLES = (
     (ClosingDocument, DOCUMENT_COLUMNS),
     (DealChange, CHANGE_COLUMNS),
 )
+#: The qualification answers and the expected close date: details of the deal a row
+#: sets as they are when it creates the deal, whatever stage it reached (columns of
+#: the same names; both paths pass them to the deal's creation).
+DETAIL_FIELDS = (
+    "heard_from",
+    "contact_prompt",
+    "product_scope",
+    "qualification_score",
+    "expected_close_date",
+)
 #: Deal fields a row sets from its cells: validated as ``Deal.full_clean`` would.
 ROW_FIELDS = (
     "title",
@@ -108,11 +118,7 @@ ROW_FIELDS = (
     "estimated_value",
     "industry",
     "segment",
-    "heard_from",
-    "contact_prompt",
-    "product_scope",
-    "qualification_score",
-    "expected_close_date",
+    *DETAIL_FIELDS,
 )
 
 
@@ -469,11 +475,7 @@ class _Replay:
             first_touch_at=first_touch_at,
             industry=row["industry"],
             segment=row["segment"],
-            heard_from=row["heard_from"],
-            contact_prompt=row["contact_prompt"],
-            product_scope=row["product_scope"],
-            qualification_score=row["qualification_score"],
-            expected_close_date=row["expected_close_date"],
+            **{name: row[name] for name in DETAIL_FIELDS},
             entered_lead_at=at,
             last_event_at=at,
             stage=LEAD,

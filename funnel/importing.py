@@ -43,7 +43,7 @@ from django.utils.text import slugify
 
 from accounts.models import Role, User
 from funnel import domain, stages
-from funnel.import_bulk import BulkDeals, agreed_terms, answered_at
+from funnel.import_bulk import DETAIL_FIELDS, BulkDeals, agreed_terms, answered_at
 from funnel.models import (
     Activity,
     ActivityKind,
@@ -92,11 +92,7 @@ DEAL_COLUMNS = (
     "final_value",
     # After the columns of issue 6's format, in its order: a file or a reader of the
     # export that knows only those columns still lines up.
-    "heard_from",
-    "contact_prompt",
-    "product_scope",
-    "qualification_score",
-    "expected_close_date",
+    *DETAIL_FIELDS,
 )
 #: Columns a deals file must have; the others may be left out (read as empty).
 DEAL_REQUIRED_COLUMNS = ("company", "owner", "lead_at")
@@ -127,15 +123,6 @@ TEXT_COLUMNS = frozenset(
         "notes",
         "by",
     }
-)
-#: The qualification answers and the expected close date: details of the deal a row
-#: sets when it creates it (``domain.create_deal``), whatever stage it reached.
-DETAIL_COLUMNS = (
-    "heard_from",
-    "contact_prompt",
-    "product_scope",
-    "qualification_score",
-    "expected_close_date",
 )
 STAMP_COLUMNS = {stage: f"{stage.value}_at" for stage in stages.ORDER}
 MONEY_COLUMNS = ("estimated_value", "offer_value", "agreed_value", "final_value")
@@ -502,6 +489,21 @@ def _parse_cells(cells, parsers):
     return row
 
 
+def _parsed(cells, parsers, required):
+    """``_parse_cells``, then a RowError naming every required cell left empty."""
+    row = _parse_cells(cells, parsers)
+    missing = [f"{column}: Required." for column in required if _empty(row[column])]
+    if missing:
+        raise RowError(*missing)
+    return row
+
+
+def _batches(values):
+    """``values`` (a list) in slices of ``LOOKUP_BATCH``: one query each."""
+    for start in range(0, len(values), LOOKUP_BATCH):
+        yield values[start : start + LOOKUP_BATCH]
+
+
 def _validation_messages(exc, default, fields):
     """ "column: message" strings of a ValidationError. ``fields`` maps the model's or
     domain's field names to CSV columns; other fields fall back to ``default``, and a
@@ -593,9 +595,10 @@ class _Lookups:
 
     # Lookups.
 
-    def find_owner(self, value):
-        """The owner ``value`` names, or MISSING when ``owner`` would create it; raises
-        the row's error when it is unknown and may not be created. Writes nothing."""
+    def find_owner(self, value, column="owner"):
+        """The user ``value`` names, or MISSING when ``owner`` would create it; raises
+        the row's error (about ``column``) when it is unknown and may not be created.
+        Writes nothing."""
         key = value.casefold()
         if key in self.users:
             return self.users[key]
@@ -603,14 +606,14 @@ class _Lookups:
         if len(matches) == 1:
             return matches[0]
         if matches:
-            raise RowError(f"owner: '{value}' is the e-mail of several users; use a username.")
+            raise RowError(f"{column}: '{value}' is the e-mail of several users; use a username.")
         if self.owner_scope:
             raise RowError(
-                f"owner: '{value}' is not one of the people you lead (only an admin can "
+                f"{column}: '{value}' is not one of the people you lead (only an admin can "
                 "import deals for anyone, or create users)."
             )
         if not self.create_missing:
-            raise RowError(f"owner: Unknown user '{value}'.")
+            raise RowError(f"{column}: Unknown user '{value}'.")
         return MISSING
 
     def owner(self, value):
@@ -708,8 +711,7 @@ class _Lookups:
         (``iexact`` compares UPPER() of both sides). A name several companies match
         whatever the case is left to ``find_company``."""
         names = list(dict.fromkeys(names))
-        for start in range(0, len(names), LOOKUP_BATCH):
-            batch = names[start : start + LOOKUP_BATCH]
+        for batch in _batches(names):
             exact = {c.name: c for c in Company.objects.filter(name__in=batch).order_by()}
             self.named.update(exact)
             rest = [name for name in batch if name not in exact]
@@ -952,8 +954,7 @@ class _DealImporter:
 
     def preload(self, rows):
         ids = sorted({unneutralise(cells["external_id"]) for _, cells in rows if cells} - {""})
-        for start in range(0, len(ids), LOOKUP_BATCH):
-            batch = ids[start : start + LOOKUP_BATCH]
+        for batch in _batches(ids):
             self.existing_ids.update(
                 Deal.objects.filter(external_id__in=batch).values_list("external_id", flat=True)
             )
@@ -973,14 +974,7 @@ class _DealImporter:
             self.seen_ids[external_id] = line
             if external_id in self.existing_ids:
                 return "unchanged"
-        row = _parse_cells(cells, _DEAL_PARSERS)
-        missing = [
-            f"{column}: Required."
-            for column in DEAL_REQUIRED_COLUMNS
-            if row[column] is None or row[column] == ""
-        ]
-        if missing:
-            raise RowError(*missing)
+        row = _parsed(cells, _DEAL_PARSERS, DEAL_REQUIRED_COLUMNS)
         _stays_of_no_length(row)
         plan = _plan(row)
         _check_deal_row(row, plan)
@@ -1041,7 +1035,7 @@ class _DealImporter:
                 external_id=row["external_id"] or None,
                 industry=row["industry"],
                 segment=row["segment"],
-                **{column: row[column] for column in DETAIL_COLUMNS},
+                **{name: row[name] for name in DETAIL_FIELDS},
             )
         offer = None
         responded = False
@@ -1279,11 +1273,7 @@ class _RowImporter:
 
     def run(self, line, cells, result):
         with transaction.atomic():
-            row = _parse_cells(cells, self.parsers)
-            missing = [f"{column}: Required." for column in self.required if _empty(row[column])]
-            if missing:
-                raise RowError(*missing)
-            return self._row(line, row, result)
+            return self._row(line, _parsed(cells, self.parsers, self.required), result)
 
 
 class _SpendImporter(_RowImporter):
@@ -1374,15 +1364,11 @@ class _ActivityImporter(_RowImporter):
     def preload(self, rows):
         ids = sorted({unneutralise(cells["deal"]) for _, cells in rows if cells and cells["deal"]})
         deals = Deal.objects.all() if self.scope is None else self.scope
-        for start in range(0, len(ids), LOOKUP_BATCH):
-            for deal in deals.filter(external_id__in=ids[start : start + LOOKUP_BATCH]):
-                self.deals[deal.external_id] = deal
-        pks = [deal.pk for deal in self.deals.values()]
-        for start in range(0, len(pks), LOOKUP_BATCH):
+        for batch in _batches(ids):
+            self.deals.update((d.external_id, d) for d in deals.filter(external_id__in=batch))
+        for batch in _batches([deal.pk for deal in self.deals.values()]):
             self.existing.update(
-                Activity.objects.filter(deal_id__in=pks[start : start + LOOKUP_BATCH]).values_list(
-                    "deal_id", "kind", "held_at"
-                )
+                Activity.objects.filter(deal_id__in=batch).values_list("deal_id", "kind", "held_at")
             )
 
     def _row(self, line, row, result):
@@ -1390,12 +1376,8 @@ class _ActivityImporter(_RowImporter):
         if deal is None:
             whose = "you can see " if self.scope is not None else ""
             raise RowError(f"deal: No deal {whose}has the external_id '{row['deal']}'.")
-        by = self.by
-        if row["by"]:
-            try:
-                by = self.lookups.find_owner(row["by"])
-            except RowError as exc:
-                raise RowError(*(m.replace("owner:", "by:", 1) for m in exc.messages)) from exc
+        # An existing user (the lookups create nobody here), else the importing one.
+        by = self.lookups.find_owner(row["by"], column="by") if row["by"] else self.by
         key = (deal.pk, row["kind"], row["held_at"])
         if key in self.seen:
             raise RowError(
@@ -1517,11 +1499,7 @@ def deal_row(deal):
         "currency": deal.currency,
         "estimated_value": deal.estimated_value,
         "first_touch_at": deal.first_touch_at,
-        "heard_from": deal.heard_from,
-        "contact_prompt": deal.contact_prompt,
-        "product_scope": deal.product_scope,
-        "qualification_score": deal.qualification_score,
-        "expected_close_date": deal.expected_close_date,
+        **{name: getattr(deal, name) for name in DETAIL_FIELDS},
         **{column: deal.stamp(stage) for stage, column in STAMP_COLUMNS.items()},
         "status": deal.status,
         "stage": deal.stage,

@@ -179,6 +179,10 @@ def test_export_then_import_reproduces_every_activity(rep, tmp_path):
         "notes": "'=SUM(A1)",  # neutralised for spreadsheets, restored on import
         "by": "rep",
     }
+    # Only an owner's deals' activities, with --owner (L-3 is the teammate's).
+    call_command("export_activities", str(path), "--owner", "teammate", stdout=out)
+    assert out.getvalue().splitlines()[-1] == f"{path}: 1 activities exported."
+    call_command("export_activities", str(path), stdout=io.StringIO())
     Activity.objects.all().delete()
     result = importing.import_activities(path)
     assert (result.created, result.failed) == (4, 0)
@@ -212,6 +216,12 @@ def test_a_manager_imports_onto_the_deals_they_can_see_only(signed_in, manager, 
     ]
     assert preview.context["rows"][0]["cells"] == ["L-5", "call", "2026-01-16T10:00", "", ""]
     assert not Activity.objects.exists()
+    # An activities file creates nothing: its options name none of that.
+    page = preview.content.decode()
+    assert "what is missing" not in page
+    assert "all or nothing" in page
+    deals = client.post(reverse("imports:upload"), {"kind": "deals", "file": upload_file(text)})
+    assert "report what is missing" in deals.content.decode()
 
 
 def test_the_api_imports_activities_for_managers_only(api, manager, rep):
