@@ -41,6 +41,7 @@ from funnel.models import (
 )
 from funnel.money import CENT, local_date, to_base
 from funnel.stages import Stage, Status
+from kpis import changes as pending
 from kpis.dirty import mark_deal
 
 
@@ -201,6 +202,8 @@ def _changing(deal, expected_version=None):
     try:
         with transaction.atomic():
             _check_version(deal, expected_version)
+            # Before anything is written: what the KPI ledger holds for the deal.
+            pending.capture(deal.pk)
             yield
     except Exception:
         if deal.pk:
@@ -372,6 +375,7 @@ def create_deal(
         deal.updated_at = timezone.now()
         deal.save()
         _history(deal, StageEvent.CREATED, None, Stage.LEAD, at, by, deal.updated_at).save()
+        pending.created(deal.pk)
         mark_deal(deal)
     return deal
 
@@ -602,6 +606,7 @@ def start_offer(deal, *, value, by, at=None, prep_started_at=None, notes="", exp
     the deal entered ``offer``; a later one when it is started. A version started during
     negotiation is a revision: the deal does not move."""
     with transaction.atomic():
+        pending.capture(deal.pk)
         deal = Deal.objects.select_for_update().get(pk=deal.pk)
         _check_version(deal, expected_version)
         at = _moment(at)
@@ -647,6 +652,7 @@ def start_offer(deal, *, value, by, at=None, prep_started_at=None, notes="", exp
 
 
 def _deal_of(offer, expected_version):
+    pending.capture(offer.deal_id)
     deal = Deal.objects.select_for_update().get(pk=offer.deal_id)
     _check_version(deal, expected_version)
     _require_open(deal)
@@ -726,6 +732,7 @@ def add_round(
 ):
     """Log one negotiation round: its date, the value proposed and the discount."""
     with transaction.atomic():
+        pending.capture(deal.pk)
         deal = Deal.objects.select_for_update().get(pk=deal.pk)
         _check_version(deal, expected_version)
         _require_open(deal)
@@ -769,6 +776,7 @@ def log_activity(deal, *, kind, held_at, by, outcome="", notes="", expected_vers
     activity = Activity(deal=deal, kind=kind, held_at=held_at, outcome=outcome, notes=notes, by=by)
     activity.full_clean(exclude=["deal", "by"], validate_constraints=False)
     with transaction.atomic():
+        pending.capture(deal.pk)
         if expected_version is not None:
             _check_version(
                 Deal.objects.select_for_update().only("version").get(pk=deal.pk), expected_version

@@ -18,6 +18,7 @@ from kpis.models import (
     KpiSnapshot,
     LedgerState,
     MaturityHorizon,
+    PendingChange,
     PeriodMeasures,
     RecomputeJob,
     StageSetting,
@@ -116,9 +117,19 @@ class KpiSnapshotAdmin(ViewOnlyMixin, admin.ModelAdmin):
 
 @admin.register(DirtyDay)
 class DirtyDayAdmin(ViewOnlyMixin, admin.ModelAdmin):
-    list_display = ("day", "whole", "generation", "dirtied_at", "claimed_until")
+    list_display = ("day", "whole", "scope", "generation", "dirtied_at", "claimed_until")
     list_filter = ("whole",)
     date_hierarchy = "day"
+
+
+@admin.register(PendingChange)
+class PendingChangeAdmin(ViewOnlyMixin, admin.ModelAdmin):
+    """Deals changed since the ledger took their measures, waiting to be applied as
+    their difference (kpis.changes)."""
+
+    list_display = ("deal_id", "created_at")
+    search_fields = ("=deal_id",)
+    date_hierarchy = "created_at"
 
 
 @admin.register(StaleMedian)

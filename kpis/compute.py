@@ -7,6 +7,7 @@ snapshots of those periods in one transaction, so recomputing is idempotent.
 """
 
 import datetime
+import functools
 import operator
 import statistics
 from collections import defaultdict
@@ -18,7 +19,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from funnel.bulk import insert_rows, update_rows
-from kpis import company, dirty, ledger
+from kpis import changes, company, dirty, ledger
 from kpis.definitions import KPIS
 from kpis.families import FAMILIES, team_members_of_all
 from kpis.models import SNAPSHOT_ROW_FIELDS, KpiSnapshot, SnapshotRow
@@ -183,6 +184,23 @@ def contributions(deal_ids):
             rows = FAMILIES[name].of_deals(deal_ids, breakdown_type)
             _add_sums(measures, name, breakdown_type, rows, teams)
     return measures.prune()
+
+
+def contributions_by_deal(deal_ids):
+    """{deal id: its ``contributions``} for each of ``deal_ids`` that has any, in the
+    queries ``contributions`` makes for all of them together."""
+    out = defaultdict(Measures)
+    if not deal_ids:
+        return {}
+    teams = dict(User.objects.values_list("id", "team_id"))
+    for name, breakdown_types in _families_needed().items():
+        for breakdown_type in (None, *sorted(breakdown_types)):
+            rows = defaultdict(list)
+            for row in FAMILIES[name].of_deals(deal_ids, breakdown_type, by_deal=True):
+                rows[row["_deal"]].append(row)
+            for deal_id, deal_rows in rows.items():
+                _add_sums(out[deal_id], name, breakdown_type, deal_rows, teams)
+    return {deal_id: measures.prune() for deal_id, measures in out.items()}
 
 
 def _add_sums(measures, name, breakdown_type, rows, teams):
@@ -484,12 +502,15 @@ def store_days(periods, now=None, before_from_ledger=False, scoped=False):
         # the ledger unless marked dirty (its rows there may be stale). A full or
         # one-period recompute gathers it: it repairs what the ledger has wrong.
         before = run[0].previous()
-        if before_from_ledger and not dirty.is_marked(before.start):
-            measures = gather(Grain.DAY, run[0].start_at, run[-1].end_at)
+        from_ledger = before_from_ledger and not dirty.is_marked(before.start)
+        first = run[0] if from_ledger else before
+        measures, run_changed = changes.gather_days(
+            [p.start for p in run],
+            functools.partial(gather, Grain.DAY, first.start_at, run[-1].end_at),
+        )
+        if from_ledger:
             ledger.load(Grain.DAY, [before.start], measures)
-        else:
-            measures = gather(Grain.DAY, before.start_at, run[-1].end_at)
-        changed.update(ledger.replace_days([p.start for p in run], measures))
+        changed.update(run_changed)
         gathered.append((run, measures))
     # Every day's ledger rows are replaced before any snapshot is computed: the owner
     # timeline of an incremental recompute is read from them (timeline.LedgerOwners).
@@ -500,13 +521,37 @@ def store_days(periods, now=None, before_from_ledger=False, scoped=False):
     return total, changed
 
 
+def store_days_from_ledger(periods, changed, now=None):
+    """The day snapshots of ``periods`` from their ledger rows, once the pending
+    changes are applied to them (kpis.changes.apply_pending): the family KPIs of the
+    slices ``changed`` names ({day: {family: slices}}, where a sum or a median may
+    have moved), after those medians are taken again from the deals, and every
+    company-level KPI. Returns the rows written."""
+    medians, median_days = defaultdict(set), []
+    for day, families in changed.items():
+        moved = {f: keys for f, keys in families.items() if f in MEDIAN_FAMILIES}
+        for family, keys in moved.items():
+            medians[family] |= set(keys)
+        if moved:
+            median_days.append(Period(Grain.DAY, day))
+    refresh_medians(Grain.DAY, median_days, dict(medians))
+    slices = changed_slices(changed)
+    total = 0
+    for run in adjacent_runs(sorted(set(periods))):
+        starts = [run[0].previous().start, *(p.start for p in run)]
+        measures = ledger.load(Grain.DAY, starts, Measures(), slices)
+        rows = snapshots(Grain.DAY, run, measures, now or timezone.now(), slices)
+        total += write(Grain.DAY, run, rows, slices)
+    return total
+
+
 def refresh_ledger(first_day, last_day):
     """Recompute the ledger's day rows of [first_day, last_day] from the deals (no
     snapshots). Returns {day: families whose measures changed}."""
     start_at = Period(Grain.DAY, first_day).start_at
     end_at = Period(Grain.DAY, last_day).end_at
     days = [p.start for p in periods_between(Grain.DAY, first_day, last_day)]
-    return ledger.replace_days(days, gather(Grain.DAY, start_at, end_at))
+    return changes.gather_days(days, functools.partial(gather, Grain.DAY, start_at, end_at))[1]
 
 
 def refresh_ledger_for(periods):

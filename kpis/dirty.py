@@ -90,6 +90,9 @@ def deal_days(deal, *also, since=None):
 
 
 def mark_deal(deal, *also, since=None):
+    """Mark the days of ``deal``'s change. A change that kept what the ledger held for
+    the deal (``kpis.changes.capture``) is applied as its difference, and moves only
+    the slices it touches; any other gathers its days again, every slice."""
     batch = getattr(_batch, "marks", None)
     if batch is not None:
         batch["deals"].add(deal.pk)
@@ -99,10 +102,18 @@ def mark_deal(deal, *also, since=None):
         # its creation, not from the latest event its last write left.
         batch["since"] = _earliest(batch["since"], deal.last_event_at, since)
         return
-    mark_days(deal_days(deal, *also, since=since), whole=False)
+    from kpis.changes import is_pending
+
+    mark_days(deal_days(deal, *also, since=since), whole=not is_pending(deal.pk))
 
 
 _batch = threading.local()
+
+
+def collecting():
+    """Whether the marks are being collected (``batched``): an import, whose days are
+    gathered again, keeps no deal's ``before``."""
+    return getattr(_batch, "marks", None) is not None
 
 
 @contextlib.contextmanager
@@ -122,7 +133,8 @@ def batched():
     finally:
         _batch.marks = None
     days = marks["days"] | set(_days_of_deals(marks["deals"]))
-    mark_days(days | set(days_since(marks["since"])), whole=False)
+    # No deal's ``before`` was kept (kpis.changes): the days are gathered again.
+    mark_days(days | set(days_since(marks["since"])))
 
 
 def _days_of_deals(deal_ids, chunk=2000):
@@ -219,17 +231,23 @@ class Claimed(list):
     """Claimed marks, [(key, generation)]. ``whole``: one of them asks for every slice;
     ``retried``: one was claimed before by a worker that did not finish (its lease
     expired), which may have stored part of its work (the ledger's days), so what
-    that work changed can no longer be told."""
+    that work changed can no longer be told; ``scope``: the slices applied changes
+    moved on each day (``DirtyDay.scope``)."""
 
     whole = False
     retried = False
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        #: {day: {family: slices}}: what applied changes moved there (``DirtyDay.scope``).
+        self.scope = {}
 
 
 def _claim(model, key, limit, order):
     now = timezone.now()
     fields = ["pk", *key, "generation", "claimed_until"]
     if model is DirtyDay:
-        fields.append("whole")
+        fields += ["whole", "scope"]
     with transaction.atomic():
         rows = (
             model.objects.select_for_update(skip_locked=True)
@@ -243,6 +261,10 @@ def _claim(model, key, limit, order):
     claimed = Claimed((row[1] if n == 1 else tuple(row[1 : 1 + n]), row[1 + n]) for row in rows)
     claimed.retried = any(row[2 + n] is not None for row in rows)
     claimed.whole = claimed.retried or any(row[3 + n] for row in rows if len(row) > 3 + n)
+    if model is DirtyDay:
+        for row in rows:
+            for family, slices in row[4 + n].items():
+                claimed.scope.setdefault(row[1], {}).setdefault(family, set()).update(slices)
     return claimed
 
 

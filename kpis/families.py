@@ -383,13 +383,17 @@ class Family:
         qs, columns = self._grouped(grain, start_at, end_at, breakdown_type)
         return qs.order_by().values(*columns).annotate(**self.measures)
 
-    def of_deals(self, deal_ids, breakdown_type=None):
+    def of_deals(self, deal_ids, breakdown_type=None, by_deal=False):
         """What the deals ``deal_ids`` alone add to the day ledger: the measures of their
-        rows, whatever their moment, grouped as ``aggregate`` groups them at day grain.
-        One query, read through the deal key's index."""
+        rows, whatever their moment, grouped as ``aggregate`` groups them at day grain
+        (``by_deal``: and by deal, in a ``_deal`` column). One query, read through the
+        deal key's index."""
         column = "pk" if self.model is Deal else "deal_id"
         rows = self.base().filter(among(column, sorted(deal_ids)))
         qs, columns = self._grouped(Grain.DAY, None, None, breakdown_type, rows=rows)
+        if by_deal:
+            qs = qs.annotate(_deal=F(column))
+            columns = [*columns, "_deal"]
         return qs.order_by().values(*columns).annotate(**self.measures)
 
     def _sliced(self, grain, start_at, end_at, members):

@@ -94,6 +94,10 @@ class DirtyDay(models.Model):
     # (kpis.recompute.recompute_days). Inputs that are not deals (marketing spend) set
     # it; a deal's mark never clears it.
     whole = models.BooleanField(_("every slice"), default=True)
+    # The families and slices whose ledger rows a deal's applied change moved on this
+    # day ({family: [slice keys]}, kpis.changes.apply_pending): the KPIs to compute
+    # again there. Emptied with the mark.
+    scope = models.JSONField(_("changed slices"), default=dict, blank=True)
 
     class Meta:
         verbose_name = _("dirty day")
@@ -101,6 +105,27 @@ class DirtyDay(models.Model):
 
     def __str__(self):
         return f"{self.day} (generation {self.generation})"
+
+
+class PendingChange(models.Model):
+    """A deal changed since the ledger last took its measures: ``before`` is what the
+    ledger's day rows hold for it (its contribution, kpis.compute.contributions, when
+    it was taken), so the change is applied as the difference of its contributions
+    after and before (kpis.changes) instead of its days gathered again. Written by the
+    change, under the deal's row lock, unless one is pending already (the oldest is the
+    one the ledger holds). Not a foreign key: the row outlives nothing but its deal's
+    change, and a deal is never deleted."""
+
+    deal_id = models.BigIntegerField(_("deal"), unique=True)
+    before = models.JSONField(_("measures before"), default=list)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("pending change")
+        verbose_name_plural = _("pending changes")
+
+    def __str__(self):
+        return f"deal {self.deal_id} since {self.created_at}"
 
 
 class StaleMedian(models.Model):

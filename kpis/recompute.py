@@ -15,7 +15,7 @@ from django.db.models import Max, Min
 from django.utils import timezone
 
 from funnel.models import Activity, Deal, MarketingSpend, Offer, SalesCost
-from kpis import company, dirty, ledger, reading
+from kpis import changes, company, dirty, ledger, reading
 from kpis.compute import (
     MEDIAN_FAMILIES,
     changed_slices,
@@ -25,6 +25,7 @@ from kpis.compute import (
     refresh_pipeline,
     store,
     store_days,
+    store_days_from_ledger,
 )
 from kpis.models import RecomputeJob, Target
 from kpis.periods import GRAINS, Grain, Period, hour_of, local_date, periods_between, today
@@ -251,6 +252,16 @@ def recompute_part(job_id, index, grain, first, last):
     return send
 
 
+def _merged(*scopes):
+    """{day: {family: slices}} of every one of ``scopes``."""
+    out = defaultdict(lambda: defaultdict(set))
+    for scope in scopes:
+        for day, families in scope.items():
+            for family, slices in families.items():
+                out[day][family] |= set(slices)
+    return {day: dict(families) for day, families in out.items()}
+
+
 def periods_for_days(days):
     return {grain: sorted({Period.containing(grain, d) for d in days}) for grain in GRAINS}
 
@@ -269,6 +280,13 @@ def recompute_days(days, claimed=None):
         if not ledger.is_built():
             build_ledger()
             whole = True  # the days' rows were just built: no change is seen
+        # Every pending change of a deal, applied as its difference (kpis.changes):
+        # what it moved on these days is computed here, on other days it is marked.
+        wanted = set(days)
+        scope = _merged(
+            (claimed.scope if claimed is not None else {}),
+            {d: f for d, f in changes.apply_pending(claimed_days=wanted).items() if d in wanted},
+        )
         company.use_latest_inputs(now)
         # The owner counts at the few boundaries asked, from the ledger (read once the
         # days' rows are replaced, below), instead of every deal scanned six times;
@@ -282,9 +300,14 @@ def recompute_days(days, claimed=None):
         company.preset(
             "pipeline_span", (min(p.start for p in periods), max(p.end for p in periods))
         )
-        written, changed = store_days(
-            [Period(Grain.DAY, d) for d in set(days)], before_from_ledger=True, scoped=not whole
-        )
+        day_periods = [Period(Grain.DAY, d) for d in wanted]
+        if whole:
+            written, changed = store_days(day_periods, before_from_ledger=True)
+            changed = _merged(changed, scope)
+        else:
+            # A deal's changes only: their days' rows are current, nothing is gathered.
+            changed = scope
+            written = store_days_from_ledger(day_periods, changed, now)
         total += written
         # The larger periods of the dirty days (only their days are gathered, so only
         # they can have changed), with their stored medians.
@@ -366,6 +389,10 @@ def refresh_hour(now=None):
 def recompute_dirty(limit=DIRTY_BATCH):
     """Recompute one batch of dirty days; return how many days it took."""
     claimed = dirty.claim(limit)
+    if not claimed and changes.apply_pending():
+        # Changes whose marks another recompute took (a full one reads every deal):
+        # the days they still moved are marked now.
+        claimed = dirty.claim(limit)
     if not claimed:
         return 0
     recompute_days([day for day, _ in claimed], claimed)

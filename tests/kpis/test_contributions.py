@@ -50,9 +50,15 @@ def test_every_deals_contribution_adds_up_to_the_gathered_day_sums(db, scripts):
 
         assert added(each) == gathered()
         assert day_sums(compute.contributions(ids)) == added(each)
+        # Read together, deal by deal, each is its own (kpis.changes reads them so).
+        together = compute.contributions_by_deal(ids)
+        assert {pk: day_sums(together[pk]) if pk in together else {} for pk in ids} == dict(
+            zip(ids, each, strict=True)
+        )
         transaction.set_rollback(True)
 
 
 @pytest.mark.django_db
 def test_no_deals_contribute_nothing():
     assert compute.contributions([]).sums == {}
+    assert compute.contributions_by_deal([]) == {}

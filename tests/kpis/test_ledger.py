@@ -12,7 +12,7 @@ from django.utils import timezone
 from funnel import domain
 from funnel.stages import Stage
 from kpis import compute, dirty, ledger, recompute
-from kpis.models import DirtyDay, KpiSnapshot, LedgerState, PeriodMeasures
+from kpis.models import DirtyDay, KpiSnapshot, LedgerState, PendingChange, PeriodMeasures
 from kpis.periods import GRAINS, Grain, Period, local_date, start_of, today
 from tests.factories import days_ago, deal_in_stage, lost_reason, make_deal, won_deal
 from tests.kpis.builders import snapshot_rows
@@ -150,10 +150,24 @@ def _marked():
 
 
 def _lead_nobody_marked(rep, days):
-    """A lead ``days`` ago whose marks were lost: the ledger does not know it."""
+    """A lead ``days`` ago whose marks and pending change were lost: the ledger does
+    not know it."""
     make_deal(rep, at=days_ago(days))
     DirtyDay.objects.all().delete()
+    PendingChange.objects.all().delete()
     return local_date(days_ago(days))
+
+
+def test_a_lost_mark_is_found_again_by_its_pending_change(rep):
+    deal_in_stage(rep, Stage.OFFER, start_days_ago=200)
+    recompute.recompute_all()
+    deal = make_deal(rep, at=days_ago(20))
+    DirtyDay.objects.all().delete()  # the marks are lost, the pending change is not
+    dirty.mark_days([days_ago(2)])  # any later change runs the worker
+    recompute.recompute_all_dirty()
+    assert not PendingChange.objects.filter(deal_id=deal.pk).exists()
+    assert _leads(Grain.DAY, local_date(days_ago(20))) == 1
+    assert _leads(Grain.WEEK, local_date(days_ago(20))) == 1
 
 
 def _leads(grain, day):
@@ -232,10 +246,12 @@ def test_the_owner_counts_come_from_the_deals_while_another_worker_holds_earlier
     make_deal(rep, at=days_ago(20))
     recompute.recompute_all()
     make_deal(rep, at=timezone.now())
-    make_deal(teammate, at=days_ago(5))
+    # Not applied as a difference: gathered again by the worker holding its day.
+    lead = make_deal(teammate, at=days_ago(5))
+    PendingChange.objects.filter(deal_id=lead.pk).delete()
     held = local_date(days_ago(5))
     DirtyDay.objects.filter(day=held).update(
-        claimed_until=timezone.now() + datetime.timedelta(hours=1)
+        claimed_until=timezone.now() + datetime.timedelta(hours=1), whole=True
     )
     recompute.recompute_days([today()])
     row = KpiSnapshot.objects.get(

@@ -1,0 +1,296 @@
+"""A deal's change applied as the difference of its contributions (docs/benchmarks.md,
+"Why the two goals need a different engine", step 2).
+
+The ledger's day rows are the sums of every deal's contribution
+(``compute.contributions``). A change keeps, before it writes anything, what the
+ledger holds for its deal (``capture``), and the worker adds the difference between
+the deal's contribution now and that one to the day rows and, through them, to the
+larger periods (``apply_pending``): it reads the changed deals alone, not every row
+of their days.
+
+What holds at every commit: for every day, slice and breakdown, the ledger's sums
+are the sum, over the deals, of the pending ``before`` of a deal whose change is
+pending and of the contribution of any other deal. Who keeps it so:
+
+- A change, under its deal's row lock: with no change pending, the deal's
+  contribution so far is what the ledger holds; it is kept as the pending row's
+  ``before``. With one pending, that one's ``before`` stays (it is the ledger's).
+- The worker, under the deals' row locks: after - before added, the pending rows
+  deleted, in one transaction.
+- A day gathered from the deals (``gather_days``: a whole-day mark, a full or
+  one-period recompute) reads them in one snapshot. When it replaces the day rows,
+  every pending change its snapshot saw gets, for those days, the ``before`` the
+  snapshot read of its deal; a change committed after the snapshot kept as its
+  ``before`` what the snapshot read. No change may be applied in between: on
+  PostgreSQL the gather holds an advisory lock shared from before its snapshot to
+  its commit, and the worker takes it exclusively; SQLite runs one writer at a time,
+  and the gather takes the write lock before it reads.
+
+A write that keeps no ``before`` (a bulk import, a change outside the domain
+functions) marks its days for every slice (``dirty.mark_deal``): they are gathered
+again, which is always right, only slower.
+"""
+
+import datetime
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from funnel.models import Deal
+from kpis import ledger
+from kpis.models import DirtyDay, PendingChange
+from kpis.periods import Grain
+
+#: The advisory lock (PostgreSQL) a gather holds shared and the worker exclusively.
+LOCK_KEY = 0x4C656A656B  # "Lejek"
+
+#: Pending changes applied per transaction.
+APPLY_BATCH = 500
+
+
+# --- encoding -------------------------------------------------------------------------
+
+
+def encode(measures):
+    """A deal's contribution (a ``compute.Measures`` at day grain) as JSON rows."""
+    return [
+        [day.isoformat(), slice_, breakdown, ledger._encode_sums(families)]
+        for (day, slice_, breakdown), families in sorted(measures.sums.items())
+        if families
+    ]
+
+
+def decode(rows):
+    """``encode``'s rows as {(day, slice, breakdown): {family: {measure: value}}}."""
+    return {
+        (datetime.date.fromisoformat(day), slice_, breakdown): ledger._decode_sums(families)
+        for day, slice_, breakdown, families in rows
+    }
+
+
+def _sums(measures):
+    return {key: ledger.pruned(families) for key, families in measures.sums.items()}
+
+
+# --- the writer's side ----------------------------------------------------------------
+
+
+def capture(deal_pk):
+    """Inside a change's transaction, before it writes anything: lock the deal and
+    keep what the ledger holds for it, unless a change of it is pending already."""
+    from kpis import dirty
+    from kpis.compute import contributions
+
+    if deal_pk is None or dirty.collecting():
+        return
+    list(Deal.objects.select_for_update().filter(pk=deal_pk).values_list("pk", flat=True))
+    if PendingChange.objects.filter(deal_id=deal_pk).exists():
+        return
+    before = encode(contributions([deal_pk]))
+    PendingChange.objects.bulk_create(
+        [PendingChange(deal_id=deal_pk, before=before)], ignore_conflicts=True
+    )
+
+
+def created(deal_pk):
+    """A deal just created: the ledger holds nothing of it."""
+    from kpis import dirty
+
+    if not dirty.collecting():
+        PendingChange.objects.bulk_create(
+            [PendingChange(deal_id=deal_pk, before=[])], ignore_conflicts=True
+        )
+
+
+def is_pending(deal_pk):
+    return PendingChange.objects.filter(deal_id=deal_pk).exists()
+
+
+# --- the locks ------------------------------------------------------------------------
+
+
+def _postgresql():
+    return connection.vendor == "postgresql"
+
+
+@contextmanager
+def _shared():
+    """PostgreSQL: hold the gathers' lock shared (a session lock: it spans the
+    snapshot's transaction and the replacement's)."""
+    if not _postgresql():
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock_shared(%s)", [LOCK_KEY])
+    try:
+        yield
+    finally:
+        if connection.connection is not None:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock_shared(%s)", [LOCK_KEY])
+
+
+def _exclusive():
+    """Inside a transaction: no gather is between its snapshot and its replacement
+    until the transaction ends (PostgreSQL; SQLite's write lock does it there)."""
+    if _postgresql():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
+
+
+@contextmanager
+def _snapshot():
+    """One snapshot for every read inside: a read-only repeatable-read transaction on
+    PostgreSQL (outside a caller's transaction; inside one, the caller's reads);
+    on SQLite the write lock, taken first, keeps every other writer out."""
+    if _postgresql():
+        if connection.in_atomic_block:
+            yield
+            return
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield
+        return
+    yield  # SQLite: gather_days reads inside its writing transaction
+
+
+# --- a gather ---------------------------------------------------------------------------
+
+
+def _seen():
+    """The pending changes this snapshot sees, with what it reads of their deals:
+    {pending row pk: {(day, slice, breakdown): families}}."""
+    from kpis.compute import contributions_by_deal
+
+    rows = dict(PendingChange.objects.values_list("deal_id", "pk"))
+    if not rows:
+        return {}
+    read = contributions_by_deal(sorted(rows))
+    return {pk: _sums(read[deal_id]) if deal_id in read else {} for deal_id, pk in rows.items()}
+
+
+def gather_days(days, read):
+    """Replace the ledger's rows of ``days`` with ``read()`` (a ``compute.Measures``
+    gathered from the deals), read in one snapshot with the pending changes it saw,
+    whose ``before`` of those days become what it read. Returns (measures, {day:
+    {family: slices}} whose rows changed, as ``ledger.replace_days``)."""
+    days = sorted(set(days))
+    if not _postgresql():
+        with transaction.atomic():
+            ledger._take()
+            measures, seen = read(), _seen()
+            return measures, _replace(days, measures, seen)
+    with _shared():
+        with _snapshot():
+            measures, seen = read(), _seen()
+        with transaction.atomic():
+            return measures, _replace(days, measures, seen)
+
+
+def _replace(days, measures, seen):
+    changed = ledger.replace_days(days, measures)
+    if not seen:
+        return changed
+    wanted = set(days)
+    for row in PendingChange.objects.filter(pk__in=sorted(seen)).select_for_update():
+        kept = [r for r in row.before if datetime.date.fromisoformat(r[0]) not in wanted]
+        read = [
+            [key[0].isoformat(), key[1], key[2], ledger._encode_sums(families)]
+            for key, families in sorted(seen[row.pk].items())
+            if key[0] in wanted and families
+        ]
+        before = sorted(kept + read, key=lambda r: (r[0], r[1], r[2]))
+        if before != row.before:
+            row.before = before
+            row.save(update_fields=["before"])
+    return changed
+
+
+# --- the worker's side ------------------------------------------------------------------
+
+
+def apply_pending(claimed_days=(), limit=APPLY_BATCH):
+    """Apply every pending change: add each deal's contribution now minus its
+    ``before`` to the ledger (day rows and larger periods). Returns the scope, {day:
+    {family: slices}} of the rows whose sums moved (a median only moves with them:
+    every family with medians has one row per deal). Days not among ``claimed_days`` (the caller's
+    marks, which will compute the returned scope) are marked dirty with their scope."""
+    from kpis.compute import contributions_by_deal
+
+    scope = defaultdict(lambda: defaultdict(set))
+    claimed_days = set(claimed_days)
+    while True:
+        with transaction.atomic():
+            _exclusive()
+            ledger._take()
+            rows = list(
+                PendingChange.objects.order_by("deal_id").values_list("pk", "deal_id", "before")[
+                    :limit
+                ]
+            )
+            if not rows:
+                break
+            ids = [deal_id for _, deal_id, _ in rows]
+            # A change of these deals in progress finishes first: what it changes is
+            # in "after", and its pending row (the same one) is deleted with the others.
+            list(Deal.objects.select_for_update().filter(pk__in=ids).order_by("pk").values("pk"))
+            after = contributions_by_deal(ids)
+            delta, touched = {}, defaultdict(lambda: defaultdict(set))
+            for _, deal_id, before in rows:
+                new = _sums(after[deal_id]) if deal_id in after else {}
+                old = decode(before)
+                for key in set(new) | set(old):
+                    diff = ledger._difference(new.get(key, {}), old.get(key, {}))
+                    if diff:
+                        ledger._add_into(delta.setdefault(key, {}), diff)
+                    # A family with medians has one row per deal (kpis.families): its
+                    # sums unchanged, so is the deal's value, and every median.
+                    for family in diff:
+                        touched[key[0]][family].add(key[1])
+            for grain in (Grain.DAY, *ledger.LARGER):
+                ledger._add(grain, delta)
+            PendingChange.objects.filter(pk__in=[pk for pk, _, _ in rows]).delete()
+            _mark_scope({d: f for d, f in touched.items() if d not in claimed_days})
+        for day, families in touched.items():
+            for family, slices in families.items():
+                scope[day][family] |= slices
+    return {day: dict(families) for day, families in scope.items()}
+
+
+def _mark_scope(scope):
+    """Mark ``scope``'s days dirty (a deal's change: not every slice), each with the
+    families and slices whose rows moved added to its ``scope``."""
+    if not scope:
+        return
+    from kpis.dirty import _enqueue_on_commit
+
+    days = sorted(scope)
+    now, generation = timezone.now(), time.time_ns()
+    rows = DirtyDay.objects.select_for_update().filter(day__in=days).order_by("day")
+    marked = {row.day: row for row in rows}
+    new = []
+    for day in days:
+        row = marked.get(day)
+        if row is None:
+            row = DirtyDay(day=day, whole=False, scope={})
+            new.append(row)
+        merged = {f: set(s) for f, s in row.scope.items()}
+        for family, slices in scope[day].items():
+            merged.setdefault(family, set()).update(slices)
+        row.scope = {f: sorted(s) for f, s in sorted(merged.items())}
+        row.generation, row.dirtied_at = generation, now
+    for row in marked.values():
+        row.save(update_fields=["scope", "generation", "dirtied_at"])
+    # A day marked by a change since the rows were read has no scope of its own yet
+    # (``mark_days`` never writes one): this one is set on it.
+    DirtyDay.objects.bulk_create(
+        new,
+        update_conflicts=True,
+        unique_fields=["day"],
+        update_fields=["scope", "generation", "dirtied_at"],
+    )
+    _enqueue_on_commit()
