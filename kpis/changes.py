@@ -56,10 +56,15 @@ APPLY_BATCH = 500
 
 def encode(measures):
     """A deal's contribution (a ``compute.Measures`` at day grain) as JSON rows."""
+    return _rows(measures.sums)
+
+
+def _rows(sums, days=None):
+    """{(day, slice, breakdown): families} as JSON rows (of ``days`` only, if given)."""
     return [
         [day.isoformat(), slice_, breakdown, ledger._encode_sums(families)]
-        for (day, slice_, breakdown), families in sorted(measures.sums.items())
-        if families
+        for (day, slice_, breakdown), families in sorted(sums.items())
+        if families and (days is None or day in days)
     ]
 
 
@@ -198,12 +203,7 @@ def _replace(days, measures, seen):
     wanted = set(days)
     for row in PendingChange.objects.filter(pk__in=sorted(seen)).select_for_update():
         kept = [r for r in row.before if datetime.date.fromisoformat(r[0]) not in wanted]
-        read = [
-            [key[0].isoformat(), key[1], key[2], ledger._encode_sums(families)]
-            for key, families in sorted(seen[row.pk].items())
-            if key[0] in wanted and families
-        ]
-        before = sorted(kept + read, key=lambda r: (r[0], r[1], r[2]))
+        before = sorted(kept + _rows(seen[row.pk], wanted), key=lambda r: r[:3])
         if before != row.before:
             row.before = before
             row.save(update_fields=["before"])

@@ -11,7 +11,8 @@ from decimal import Decimal
 from funnel import stages
 from funnel.models import ClosingDocument, Deal
 from funnel.stages import Stage, Status
-from kpis.models import KpiSnapshot
+from kpis import ledger
+from kpis.models import KpiSnapshot, PeriodMeasures
 from tests.factories import CompanyFactory
 
 ONE_HOUR = datetime.timedelta(hours=1)
@@ -113,3 +114,13 @@ def snapshot_rows():
         (*r[:-1], sorted(r[-1].items()))
         for r in KpiSnapshot.objects.values_list(*SNAPSHOT_FIELDS, "extra")
     )
+
+
+def ledger_rows():
+    """{(grain, start, slice, breakdown): (sums, medians)} as the ledger stores them, exact."""
+    return {
+        (g, start, s, b): (ledger._decode_sums(sums), medians)
+        for g, start, s, b, sums, medians in PeriodMeasures.objects.values_list(
+            "grain", "period_start", "slice", "breakdown", "sums", "medians"
+        )
+    }

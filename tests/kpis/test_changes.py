@@ -12,20 +12,11 @@ from django.db import connection
 from funnel import domain
 from funnel.models import Deal
 from funnel.stages import Stage
-from kpis import changes, compute, dirty, ledger, recompute
+from kpis import changes, compute, dirty, recompute
 from kpis.models import DirtyDay, PendingChange, PeriodMeasures
 from kpis.periods import Grain, Period, local_date
 from tests.factories import days_ago, deal_in_stage, make_deal
-from tests.kpis.builders import snapshot_rows
-
-
-def _ledger():
-    return {
-        (g, start, s, b): (ledger._decode_sums(sums), medians)
-        for g, start, s, b, sums, medians in PeriodMeasures.objects.values_list(
-            "grain", "period_start", "slice", "breakdown", "sums", "medians"
-        )
-    }
+from tests.kpis.builders import ledger_rows, snapshot_rows
 
 
 def _before(deal):
@@ -69,7 +60,7 @@ def test_applying_moves_the_ledger_to_a_fresh_builds_and_marks_the_days_it_moved
     domain.update_deal(deal, by=rep, owner=teammate)  # every slice of the rep's moves
     scope = changes.apply_pending()
     assert not PendingChange.objects.exists()
-    applied = _ledger()
+    applied = ledger_rows()
     # The days whose rows moved are marked with the families and slices that did.
     marked = {d.day: d.scope for d in DirtyDay.objects.exclude(scope={})}
     assert marked == {day: {f: sorted(s) for f, s in fam.items()} for day, fam in scope.items()}
@@ -77,10 +68,10 @@ def test_applying_moves_the_ledger_to_a_fresh_builds_and_marks_the_days_it_moved
     assert {f"rep:{rep.pk}", f"rep:{teammate.pk}"} <= scope[entered]["lead"]
     # Its sums are a fresh build's; the medians follow in the sweep, and then all is.
     recompute.recompute_all_dirty()
-    swept = _ledger()
+    swept = ledger_rows()
     PeriodMeasures.objects.all().delete()
     recompute.build_ledger()
-    fresh = _ledger()
+    fresh = ledger_rows()
     assert _sums(applied) == _sums(fresh)
     assert swept == fresh
 
@@ -96,9 +87,9 @@ def test_a_change_applied_twice_adds_nothing_the_second_time(rep):
     changes.apply_pending()
     domain.move_forward(deal, Stage.QUALIFICATION, by=rep, at=days_ago(3))
     changes.apply_pending()
-    once = _ledger()
+    once = ledger_rows()
     assert changes.apply_pending() == {}
-    assert _ledger() == once
+    assert ledger_rows() == once
 
 
 def test_the_day_snapshots_of_applied_changes_are_those_of_a_full_recompute(rep, teammate):
@@ -179,9 +170,9 @@ def test_changes_committed_while_a_gather_reads_are_applied_once(
     assert done
     recompute.recompute_all_dirty()
     assert not dirty.pending() and not PendingChange.objects.exists()
-    incremental, measures = snapshot_rows(), _ledger()
+    incremental, measures = snapshot_rows(), ledger_rows()
     recompute.recompute_all()
-    assert (snapshot_rows(), _ledger()) == (incremental, measures)
+    assert (snapshot_rows(), ledger_rows()) == (incremental, measures)
 
 
 @pytest.mark.postgres

@@ -15,7 +15,7 @@ from kpis import compute, dirty, ledger, recompute
 from kpis.models import DirtyDay, KpiSnapshot, LedgerState, PendingChange, PeriodMeasures
 from kpis.periods import GRAINS, Grain, Period, local_date, start_of, today
 from tests.factories import days_ago, deal_in_stage, lost_reason, make_deal, won_deal
-from tests.kpis.builders import snapshot_rows
+from tests.kpis.builders import ledger_rows, snapshot_rows
 
 
 def test_exact_values_survive_the_json_round_trip():
@@ -35,16 +35,6 @@ def test_zero_sums_and_empty_families_are_pruned():
     assert ledger.pruned(
         {"a": {"n": 0, "days": datetime.timedelta(0)}, "b": {"n": 2, "value": Decimal("0.00")}}
     ) == {"b": {"n": 2}}
-
-
-def _ledger():
-    """{(grain, start, slice, breakdown): (sums, medians)} as stored, exact."""
-    return {
-        (g, start, s, b): (ledger._decode_sums(sums), medians)
-        for g, start, s, b, sums, medians in PeriodMeasures.objects.values_list(
-            "grain", "period_start", "slice", "breakdown", "sums", "medians"
-        )
-    }
 
 
 def _summed_days(rows):
@@ -87,13 +77,13 @@ def test_incremental_changes_keep_every_period_equal_to_its_days_and_to_a_fresh_
     recompute.recompute_all_dirty()
     assert not DirtyDay.objects.exists()
 
-    incremental = _ledger()
+    incremental = ledger_rows()
     larger = {k: sums for k, (sums, _) in incremental.items() if k[0] != Grain.DAY and sums}
     assert larger == _summed_days(incremental)
     # The same numbers as a ledger and snapshots built from nothing.
     snapshots = snapshot_rows()
     _rebuild()
-    assert _ledger() == incremental
+    assert ledger_rows() == incremental
     assert snapshot_rows() == snapshots
     # The year holds this year's leads: the three set up above, the two added, and
     # the won deal's (start_days_ago=200 may fall in the previous year).
@@ -108,11 +98,11 @@ def test_incremental_changes_keep_every_period_equal_to_its_days_and_to_a_fresh_
 def test_recomputing_the_same_days_twice_changes_nothing(rep):
     deal_in_stage(rep, Stage.OFFER, start_days_ago=10)
     recompute.recompute_all()
-    before = _ledger()
+    before = ledger_rows()
     period = Period.containing(Grain.DAY, local_date(days_ago(10)))
     measures = compute.gather(Grain.DAY, period.start_at, period.end_at)
     assert ledger.replace_days([period.start], measures) == {}
-    assert _ledger() == before
+    assert ledger_rows() == before
 
 
 def test_a_recompute_before_any_full_one_builds_the_ledger_first(rep):
@@ -124,12 +114,12 @@ def test_a_recompute_before_any_full_one_builds_the_ledger_first(rep):
     assert ledger.is_built()
     # The larger periods count the deal of 50 days ago, whose days were not marked:
     # the build took every day from the deals.
-    built = _ledger()
+    built = ledger_rows()
     year = Period.containing(Grain.YEAR, today())
     leads = sum(1 for n in (50, 1) if local_date(days_ago(n)) >= year.start)
     assert built[("year", year.start, "company", "")][0]["lead"]["n"] == leads
     _rebuild()
-    assert _ledger() == built
+    assert ledger_rows() == built
 
 
 def test_every_grain_of_a_full_recompute_has_ledger_rows(rep):
