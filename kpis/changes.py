@@ -32,16 +32,15 @@ again, which is always right, only slower.
 """
 
 import datetime
-import time
 from collections import defaultdict
 from contextlib import contextmanager
 
 from django.db import connection, transaction
-from django.utils import timezone
 
+from funnel.bulk import update_rows
 from funnel.models import Deal
-from kpis import ledger
-from kpis.models import DirtyDay, PendingChange
+from kpis import dirty, ledger
+from kpis.models import PendingChange
 from kpis.periods import Grain
 
 #: The advisory lock (PostgreSQL) a gather holds shared and the worker exclusively.
@@ -86,7 +85,6 @@ def _sums(measures):
 def capture(deal_pk):
     """Inside a change's transaction, before it writes anything: lock the deal and
     keep what the ledger holds for it, unless a change of it is pending already."""
-    from kpis import dirty
     from kpis.compute import contributions
 
     if deal_pk is None or dirty.collecting():
@@ -102,8 +100,6 @@ def capture(deal_pk):
 
 def created(deal_pk):
     """A deal just created: the ledger holds nothing of it."""
-    from kpis import dirty
-
     if not dirty.collecting():
         PendingChange.objects.bulk_create(
             [PendingChange(deal_id=deal_pk, before=[])], ignore_conflicts=True
@@ -125,9 +121,6 @@ def _postgresql():
 def _shared():
     """PostgreSQL: hold the gathers' lock shared (a session lock: it spans the
     snapshot's transaction and the replacement's)."""
-    if not _postgresql():
-        yield
-        return
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_lock_shared(%s)", [LOCK_KEY])
     try:
@@ -148,19 +141,15 @@ def _exclusive():
 
 @contextmanager
 def _snapshot():
-    """One snapshot for every read inside: a read-only repeatable-read transaction on
-    PostgreSQL (outside a caller's transaction; inside one, the caller's reads);
-    on SQLite the write lock, taken first, keeps every other writer out."""
-    if _postgresql():
-        if connection.in_atomic_block:
-            yield
-            return
-        with transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            yield
+    """PostgreSQL: one snapshot for every read inside, a read-only repeatable-read
+    transaction (inside a caller's transaction, that transaction's reads)."""
+    if connection.in_atomic_block:
+        yield
         return
-    yield  # SQLite: gather_days reads inside its writing transaction
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield
 
 
 # --- a gather ---------------------------------------------------------------------------
@@ -200,13 +189,14 @@ def _replace(days, measures, seen):
     changed = ledger.replace_days(days, measures)
     if not seen:
         return changed
-    wanted = set(days)
-    for row in PendingChange.objects.filter(pk__in=sorted(seen)).select_for_update():
-        kept = [r for r in row.before if datetime.date.fromisoformat(r[0]) not in wanted]
-        before = sorted(kept + _rows(seen[row.pk], wanted), key=lambda r: r[:3])
-        if before != row.before:
-            row.before = before
-            row.save(update_fields=["before"])
+    wanted, moved = set(days), []
+    rows = PendingChange.objects.filter(pk__in=sorted(seen)).select_for_update()
+    for pk, stored in rows.values_list("pk", "before"):
+        kept = [r for r in stored if datetime.date.fromisoformat(r[0]) not in wanted]
+        before = sorted(kept + _rows(seen[pk], wanted), key=lambda r: r[:3])
+        if before != stored:
+            moved.append((pk, before))
+    update_rows(PendingChange, ["before"], moved)
     return changed
 
 
@@ -221,7 +211,7 @@ def apply_pending(claimed_days=(), limit=APPLY_BATCH):
     marks, which will compute the returned scope) are marked dirty with their scope."""
     from kpis.compute import contributions_by_deal
 
-    scope = defaultdict(lambda: defaultdict(set))
+    scope = {}
     claimed_days = set(claimed_days)
     while True:
         with transaction.atomic():
@@ -254,43 +244,6 @@ def apply_pending(claimed_days=(), limit=APPLY_BATCH):
             for grain in (Grain.DAY, *ledger.LARGER):
                 ledger._add(grain, delta)
             PendingChange.objects.filter(pk__in=[pk for pk, _, _ in rows]).delete()
-            _mark_scope({d: f for d, f in touched.items() if d not in claimed_days})
-        for day, families in touched.items():
-            for family, slices in families.items():
-                scope[day][family] |= slices
-    return {day: dict(families) for day, families in scope.items()}
-
-
-def _mark_scope(scope):
-    """Mark ``scope``'s days dirty (a deal's change: not every slice), each with the
-    families and slices whose rows moved added to its ``scope``."""
-    if not scope:
-        return
-    from kpis.dirty import _enqueue_on_commit
-
-    days = sorted(scope)
-    now, generation = timezone.now(), time.time_ns()
-    rows = DirtyDay.objects.select_for_update().filter(day__in=days).order_by("day")
-    marked = {row.day: row for row in rows}
-    new = []
-    for day in days:
-        row = marked.get(day)
-        if row is None:
-            row = DirtyDay(day=day, whole=False, scope={})
-            new.append(row)
-        merged = {f: set(s) for f, s in row.scope.items()}
-        for family, slices in scope[day].items():
-            merged.setdefault(family, set()).update(slices)
-        row.scope = {f: sorted(s) for f, s in sorted(merged.items())}
-        row.generation, row.dirtied_at = generation, now
-    for row in marked.values():
-        row.save(update_fields=["scope", "generation", "dirtied_at"])
-    # A day marked by a change since the rows were read has no scope of its own yet
-    # (``mark_days`` never writes one): this one is set on it.
-    DirtyDay.objects.bulk_create(
-        new,
-        update_conflicts=True,
-        unique_fields=["day"],
-        update_fields=["scope", "generation", "dirtied_at"],
-    )
-    _enqueue_on_commit()
+            dirty.mark_scope({d: f for d, f in touched.items() if d not in claimed_days})
+        scope = dirty.merged_scopes(scope, touched)
+    return scope

@@ -59,6 +59,49 @@ def mark_days(days: Iterable, whole=True):
     _enqueue_on_commit()
 
 
+def merged_scopes(*scopes):
+    """{day: {family: set of slices}}: every one of ``scopes`` (the same shape, any
+    iterable of slices) together."""
+    out = {}
+    for scope in scopes:
+        for day, families in scope.items():
+            into = out.setdefault(day, {})
+            for family, slices in families.items():
+                into.setdefault(family, set()).update(slices)
+    return out
+
+
+def mark_scope(scope):
+    """Mark ``scope``'s days ({day: {family: slices}}: where an applied change moved
+    the ledger's rows, kpis.changes) dirty for those slices, each added to the day's
+    ``DirtyDay.scope``: one upsert, the marked rows locked while their scopes merge."""
+    if not scope:
+        return
+    days = sorted(scope)
+    now, generation = timezone.now(), time.time_ns()
+    rows = DirtyDay.objects.select_for_update().filter(day__in=days).order_by("day")
+    stored = dict(rows.values_list("day", "scope"))
+    merged = merged_scopes(stored, scope)
+    DirtyDay.objects.bulk_create(
+        [
+            DirtyDay(
+                day=day,
+                whole=False,
+                generation=generation,
+                dirtied_at=now,
+                scope={f: sorted(s) for f, s in sorted(merged[day].items())},
+            )
+            for day in days
+        ],
+        # A marked day keeps its ``whole``; a day marked by a change since the rows
+        # were read has no scope of its own yet (``mark_days`` never writes one).
+        update_conflicts=True,
+        unique_fields=["day"],
+        update_fields=["scope", "generation", "dirtied_at"],
+    )
+    _enqueue_on_commit()
+
+
 def days_since(moment):
     """Every day from ``moment``'s to today: the company KPIs that look at a moment
     (open opportunities at a period's start, active reps, trailing 12 months, active
@@ -262,9 +305,7 @@ def _claim(model, key, limit, order):
     claimed.retried = any(row[2 + n] is not None for row in rows)
     claimed.whole = claimed.retried or any(row[3 + n] for row in rows if len(row) > 3 + n)
     if model is DirtyDay:
-        for row in rows:
-            for family, slices in row[4 + n].items():
-                claimed.scope.setdefault(row[1], {}).setdefault(family, set()).update(slices)
+        claimed.scope = merged_scopes({row[1]: row[4 + n] for row in rows})
     return claimed
 
 

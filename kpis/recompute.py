@@ -252,27 +252,19 @@ def recompute_part(job_id, index, grain, first, last):
     return send
 
 
-def _merged(*scopes):
-    """{day: {family: slices}} of every one of ``scopes``."""
-    out = defaultdict(lambda: defaultdict(set))
-    for scope in scopes:
-        for day, families in scope.items():
-            for family, slices in families.items():
-                out[day][family] |= set(slices)
-    return {day: dict(families) for day, families in out.items()}
-
-
 def periods_for_days(days):
     return {grain: sorted({Period.containing(grain, d) for d in days}) for grain in GRAINS}
 
 
 def recompute_days(days, claimed=None):
-    """Recompute the days from the deals, then every larger period whose sums moved
-    from the ledger (their sums already include the days' changes). ``claimed``: the
-    days' marks (``dirty.claim``); when none of them asks for every slice (a deal's
-    change), only the family KPIs of the slices whose ledger rows changed are
-    recomputed. The larger periods' medians of the families and slices that changed
-    are marked stale, for ``refresh_stale_medians`` to take right after."""
+    """Recompute the days, then every larger period containing them from the ledger
+    (their sums already include the days' changes). Every pending change of a deal is
+    applied first, as its difference (kpis.changes). ``claimed``: the days' marks
+    (``dirty.claim``); when none of them asks for every slice (deals' changes only),
+    the days' snapshots are computed from their ledger rows and only the family KPIs
+    of the slices those changes moved are recomputed; otherwise the days are gathered
+    again from the deals. The larger periods' medians of the families and slices that
+    changed are marked stale, for ``refresh_stale_medians`` to take right after."""
     total = 0
     now = timezone.now()
     whole = claimed is None or claimed.whole
@@ -283,7 +275,7 @@ def recompute_days(days, claimed=None):
         # Every pending change of a deal, applied as its difference (kpis.changes):
         # what it moved on these days is computed here, on other days it is marked.
         wanted = set(days)
-        scope = _merged(
+        scope = dirty.merged_scopes(
             (claimed.scope if claimed is not None else {}),
             {d: f for d, f in changes.apply_pending(claimed_days=wanted).items() if d in wanted},
         )
@@ -303,14 +295,14 @@ def recompute_days(days, claimed=None):
         day_periods = [Period(Grain.DAY, d) for d in wanted]
         if whole:
             written, changed = store_days(day_periods, before_from_ledger=True)
-            changed = _merged(changed, scope)
+            changed = dirty.merged_scopes(changed, scope)
         else:
             # A deal's changes only: their days' rows are current, nothing is gathered.
             changed = scope
             written = store_days_from_ledger(day_periods, changed, now)
         total += written
-        # The larger periods of the dirty days (only their days are gathered, so only
-        # they can have changed), with their stored medians.
+        # The larger periods of the dirty days (only their days changed), with their
+        # stored medians.
         slices = None if whole else changed_slices(changed)
         for grain, periods in by_grain.items():
             if grain != Grain.DAY:

@@ -94,9 +94,9 @@ out["transition_dirty_days"] = taken
 t = time.perf_counter()
 recompute.refresh_stale_medians()
 out["medians_s"] = time.perf_counter() - t
-# What applying the change as its deal's difference would read (docs/benchmarks.md,
-# session 15's plan): the deal's contribution to every family, twice (before and
-# after); the median of five, the first one warming the plans.
+# What a change reads twice, applied as its deal's difference (kpis.changes): the
+# deal's contribution to every family, before and after; the median of five, the
+# first one warming the plans.
 from kpis.compute import contributions
 times = []
 for _ in range(5):

@@ -50,6 +50,18 @@ def test_a_write_that_keeps_no_before_gathers_its_days_again(rep):
     assert DirtyDay.objects.get(day=local_date(days_ago(4))).whole
 
 
+def test_a_change_whose_before_was_not_kept_gathers_its_days_again(rep):
+    deal = make_deal(rep, at=days_ago(4))
+    recompute.recompute_all()
+    recompute.recompute_all_dirty()
+    # A write outside the domain functions, which keep the before: nothing is pending.
+    Deal.objects.filter(pk=deal.pk).update(title="Renamed")
+    dirty.mark_deal(deal)
+    assert not PendingChange.objects.exists()
+    assert DirtyDay.objects.get(day=local_date(days_ago(4))).whole
+    assert set(DirtyDay.objects.values_list("whole", flat=True)) == {True}
+
+
 def test_applying_moves_the_ledger_to_a_fresh_builds_and_marks_the_days_it_moved(rep, teammate):
     deal = deal_in_stage(rep, Stage.OFFER, start_days_ago=40)
     deal_in_stage(teammate, Stage.NEEDS, start_days_ago=30)
