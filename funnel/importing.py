@@ -1425,11 +1425,14 @@ def export_activities(out, activities=None):
         .select_related("deal", "by")
         .order_by("held_at", "id")
     )
-    writer = csv.DictWriter(out, fieldnames=ACTIVITY_COLUMNS)
-    writer.writeheader()
-    count = 0
-    for activity in activities.iterator(chunk_size=EXPORT_CHUNK):
-        values = {
+    rows = map(activity_row, activities.iterator(chunk_size=EXPORT_CHUNK))
+    return _write_csv(out, ACTIVITY_COLUMNS, rows)
+
+
+def activity_row(activity):
+    """One activity as the cells of an activities CSV row."""
+    return _cells(
+        {
             "deal": activity.deal.external_id,
             "kind": activity.kind,
             "held_at": activity.held_at,
@@ -1437,12 +1440,24 @@ def export_activities(out, activities=None):
             "notes": activity.notes,
             "by": activity.by.username if activity.by else "",
         }
-        writer.writerow(
-            {
-                column: neutralise(value) if column in TEXT_COLUMNS else _cell(value)
-                for column, value in values.items()
-            }
-        )
+    )
+
+
+def _cells(values):
+    """{column: value} as CSV cells: free text neutralised against formulas."""
+    return {
+        column: neutralise(value) if column in TEXT_COLUMNS else _cell(value)
+        for column, value in values.items()
+    }
+
+
+def _write_csv(out, columns, rows):
+    """A header of ``columns`` and ``rows`` ({column: cell}) to ``out``; how many rows."""
+    writer = csv.DictWriter(out, fieldnames=columns)
+    writer.writeheader()
+    count = 0
+    for row in rows:
+        writer.writerow(row)
         count += 1
     return count
 
@@ -1516,10 +1531,7 @@ def deal_row(deal):
         "document_type": document.document_type if document else None,
         "final_value": document.final_value if document else None,
     }
-    return {
-        column: neutralise(value) if column in TEXT_COLUMNS else _cell(value)
-        for column, value in values.items()
-    }
+    return _cells(values)
 
 
 def export_deals(out, deals=None):
@@ -1533,13 +1545,7 @@ def export_deals(out, deals=None):
         .annotate(rounds_count=Count("rounds"))
         .order_by("entered_lead_at", "id")
     )
-    writer = csv.DictWriter(out, fieldnames=DEAL_COLUMNS)
-    writer.writeheader()
-    count = 0
-    for deal in deals.iterator(chunk_size=EXPORT_CHUNK):
-        writer.writerow(deal_row(deal))
-        count += 1
-    return count
+    return _write_csv(out, DEAL_COLUMNS, map(deal_row, deals.iterator(chunk_size=EXPORT_CHUNK)))
 
 
 __all__ = [

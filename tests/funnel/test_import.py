@@ -1361,3 +1361,22 @@ def test_spend_errors_are_reported_by_line_and_nothing_is_written(setup):
         ("Billboards", d(5, 1)),
         ("Google Ads", d(4, 1)),
     ]
+
+
+@pytest.mark.parametrize(
+    "command, option",
+    [
+        ("import_deals", "--by"),
+        ("import_activities", "--by"),
+        ("export_deals", "--owner"),
+        ("export_activities", "--owner"),
+    ],
+)
+def test_a_command_names_the_option_whose_user_does_not_exist(db, tmp_path, command, option):
+    path = tmp_path / "file.csv"
+    path.write_text("", encoding="utf-8")
+
+    with pytest.raises(CommandError) as excinfo:
+        call_command(command, str(path), option, "nobody", stdout=io.StringIO())
+
+    assert str(excinfo.value) == f"{option}: no user 'nobody'."

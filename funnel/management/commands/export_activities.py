@@ -4,7 +4,8 @@ import_activities reads."""
 from django.core.management.base import BaseCommand
 
 from funnel import importing
-from funnel.management.commands.export_deals import owner_named, write_csv
+from funnel.management.commands.export_deals import write_csv
+from funnel.management.commands.import_deals import user_named
 from funnel.models import Activity
 
 
@@ -21,5 +22,5 @@ class Command(BaseCommand):
     def handle(self, *args, file, owner=None, **options):
         activities = Activity.objects.all()
         if owner:
-            activities = activities.filter(deal__owner=owner_named(owner))
+            activities = activities.filter(deal__owner=user_named(owner, "--owner"))
         write_csv(self, file, importing.export_activities, activities, "activities")

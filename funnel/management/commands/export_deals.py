@@ -2,8 +2,8 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from accounts.models import User
 from funnel import importing
+from funnel.management.commands.import_deals import user_named
 from funnel.models import Deal
 
 
@@ -21,15 +21,8 @@ class Command(BaseCommand):
     def handle(self, *args, file, owner=None, **options):
         deals = Deal.objects.all()
         if owner:
-            deals = deals.filter(owner=owner_named(owner))
+            deals = deals.filter(owner=user_named(owner, "--owner"))
         write_csv(self, file, importing.export_deals, deals, "deals")
-
-
-def owner_named(username):
-    user = User.objects.filter(username=username).first()
-    if user is None:
-        raise CommandError(f"--owner: no user '{username}'.")
-    return user
 
 
 def write_csv(command, file, export, rows, noun):

@@ -50,12 +50,15 @@ def add_by_argument(parser):
 
 def actor_named(username):
     """The user ``--by`` names, or None when it names nobody."""
-    if not username:
-        return None
-    actor = User.objects.filter(username=username).first()
-    if actor is None:
-        raise CommandError(f"--by: no user '{username}'.")
-    return actor
+    return user_named(username, "--by") if username else None
+
+
+def user_named(username, option):
+    """The user with ``username``; a CommandError about ``option`` when there is none."""
+    user = User.objects.filter(username=username).first()
+    if user is None:
+        raise CommandError(f"{option}: no user '{username}'.")
+    return user
 
 
 class Command(BaseCommand):
