@@ -16,7 +16,7 @@ from decimal import Decimal
 
 from django.core.exceptions import EmptyResultSet
 from django.db import connection
-from django.db.models import Count, DateField, F, Q, Sum
+from django.db.models import Case, Count, DateField, F, Q, Sum, Value, When
 from django.db.models.functions import Trunc
 
 from accounts.models import Role, Team, User
@@ -129,7 +129,11 @@ def _open_pipeline(first, end, grain=Grain.DAY):
         Deal.objects.open()
         .opportunities()
         .filter(expected_close_date__gte=first, expected_close_date__lt=end)
-        .annotate(_bucket=Trunc("expected_close_date", grain, output_field=DateField()))
+        .annotate(
+            _bucket=F("expected_close_date")
+            if grain == Grain.DAY  # a date is its day: nothing to truncate or convert
+            else Trunc("expected_close_date", grain, output_field=DateField())
+        )
         .order_by()
         .values_list("_bucket", "owner_id", "stage")
         .annotate(value=Sum("current_value_base"))
@@ -160,7 +164,8 @@ class CompanyKpis:
         self.spend = spend
         self.now = now
         self.computed_at = computed_at
-        self.owners, self.reps, self.teams = _people()
+        # The same people for every grain of a pass (``sharing``).
+        self.owners, self.reps, self.teams = shared("people", _people)
         self.rows = []
 
     def add(self, code, period, slice_, value, num=None, den=None, extra=None):
@@ -237,20 +242,29 @@ class CompanyKpis:
         if span is not None and span[0] <= first and end <= span[1]:
             # Every grain of the pass reads one query by day (``pipeline_span``).
             by_day = shared("pipeline_by_day", lambda: _open_pipeline(*span))
-            rows = [
-                (Period.containing(self.grain, day).start, owner, stage, value)
-                for day, owner, stage, value in by_day
-                if first <= day < end
-            ]
+            starts = {}
+            rows = []
+            for day, owner, stage, value in by_day:
+                if first <= day < end:
+                    start = starts.get(day)
+                    if start is None:
+                        start = starts[day] = Period.containing(self.grain, day).start
+                    rows.append((start, owner, stage, value))
         else:
             rows = _open_pipeline(first, end, self.grain)
-        out = defaultdict(lambda: [Decimal(0), Decimal(0)])
+        # By owner first, then into the owner's scopes: a few rows per owner.
+        per_owner = defaultdict(lambda: [Decimal(0), Decimal(0)])
         for bucket, owner_id, stage, value in rows:
             value = value or Decimal(0)
+            entry = per_owner[(bucket, owner_id)]
+            entry[0] += value
+            entry[1] += value * probabilities[stage]
+        out = defaultdict(lambda: [Decimal(0), Decimal(0)])
+        for (bucket, owner_id), (value, weighted) in per_owner.items():
             for scope in _scopes(owner_id, self.owners):
                 entry = out[(bucket, scope)]
                 entry[0] += value
-                entry[1] += value * probabilities[stage]
+                entry[1] += weighted
         return out
 
     def new_customers(self):
@@ -584,6 +598,12 @@ def open_now(now, limits, teams):
         for slice_type, path in SLICE_FIELDS.items()
         if slice_type != "team"
     }
+    # No stage with a limit (no history, no admin limit): no deal is stalled. An empty
+    # Q() as an aggregate's filter would count every deal.
+    stalled = stalled if stalled else None
+    if connection.vendor == "postgresql":
+        _open_now_rolled_up(base, columns, stalled, teams, per_slice)
+        return per_slice
     rows = (
         base.annotate(**columns)
         .order_by()
@@ -592,7 +612,7 @@ def open_now(now, limits, teams):
             # Counted by a column the index holds (the stage, never empty), not the key.
             n=Count("stage"),
             value=Sum("current_value_base"),
-            stalled=Count("stage", filter=stalled if limits else Q(pk__in=[])),
+            stalled=Count("stage", filter=stalled if stalled is not None else Q(pk__in=[])),
         )
     )
     for row in rows:
@@ -609,6 +629,55 @@ def open_now(now, limits, teams):
             entry[1] += row["value"] or 0
             entry[2] += row["stalled"]
     return per_slice
+
+
+def _open_now_rolled_up(base, columns, stalled, teams, per_slice):
+    """PostgreSQL: ``open_now``'s counts rolled up by the database into each slice
+    column (``GROUPING SETS``): a few rows per stage and slice instead of one per
+    combination of owner, channel, segment and industry. A team adds up its reps."""
+    inner = base.annotate(
+        **columns,
+        _stalled=Case(When(stalled, then=Value(1)), default=Value(0))
+        if stalled is not None
+        else Value(0),
+    ).order_by()
+    inner = inner.values("stage", *columns, "current_value_base", "_stalled")
+    sql, params = inner.query.sql_with_params()
+    names = list(columns)
+    quoted = [f'"{name}"' for name in names]
+    sets = ", ".join(["()", *(f"({c})" for c in quoted)])
+    select = ", ".join(
+        [
+            '"stage"',
+            *quoted,
+            *(f"GROUPING({c})" for c in quoted),
+            'COUNT(*), SUM("current_value_base"), SUM("_stalled")',
+        ]
+    )
+    query = f'SELECT {select} FROM ({sql}) AS open GROUP BY "stage", GROUPING SETS ({sets})'
+    n = len(names)
+    with connection.cursor() as cursor:
+        cursor.execute(query, params)
+        rows = cursor.fetchall()
+    for stage, *rest in rows:
+        values, grouping, (count, value, stalled_n) = rest[:n], rest[n : 2 * n], rest[2 * n :]
+        keys = []
+        if all(grouping):
+            keys.append("company")
+        else:
+            which = grouping.index(0)
+            raw = values[which]
+            if raw in (None, ""):
+                continue
+            slice_type = names[which].removeprefix("_s_")
+            keys.append(f"{slice_type}:{raw}")
+            if slice_type == "rep" and teams.get(raw) is not None:
+                keys.append(f"team:{teams[raw]}")
+        for key in keys:
+            entry = per_slice[key][stage]
+            entry[0] += count
+            entry[1] += value or 0
+            entry[2] += stalled_n
 
 
 _pass = threading.local()

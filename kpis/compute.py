@@ -21,7 +21,7 @@ from accounts.models import User
 from funnel.bulk import insert_rows, update_rows
 from kpis import changes, company, dirty, ledger
 from kpis.definitions import KPIS
-from kpis.families import FAMILIES, team_members_of_all
+from kpis.families import FAMILIES, run_prepared, team_members_of_all
 from kpis.models import SNAPSHOT_ROW_FIELDS, KpiSnapshot, SnapshotRow
 from kpis.periods import Grain, Period, periods_between
 from kpis.spend import spend_by_period
@@ -191,13 +191,25 @@ def _contributions(deal_ids, by_deal):
         return {}
     out = defaultdict(Measures)
     teams = dict(User.objects.values_list("id", "team_id"))
-    for name, breakdown_types in _families_needed().items():
-        for breakdown_type in (None, *sorted(breakdown_types)):
-            rows = defaultdict(list)
-            for row in FAMILIES[name].of_deals(deal_ids, breakdown_type, by_deal=by_deal):
-                rows[row.get("_deal")].append(row)
-            for key, group in rows.items():
-                _add_sums(out[key], name, breakdown_type, group, teams)
+    queries = [
+        (name, breakdown_type)
+        for name, breakdown_types in _families_needed().items()
+        for breakdown_type in (None, *sorted(breakdown_types))
+    ]
+    if connection.vendor == "postgresql":
+        # Compiled once, all sent in one round trip (families.Prepared).
+        results = run_prepared(
+            [FAMILIES[name].of_deals_prepared(bt, by_deal) for name, bt in queries],
+            sorted(deal_ids),
+        )
+    else:
+        results = [FAMILIES[name].of_deals(deal_ids, bt, by_deal=by_deal) for name, bt in queries]
+    for (name, breakdown_type), result in zip(queries, results, strict=True):
+        rows = defaultdict(list)
+        for row in result:
+            rows[row.get("_deal")].append(row)
+        for key, group in rows.items():
+            _add_sums(out[key], name, breakdown_type, group, teams)
     return {key: measures.prune() for key, measures in out.items()}
 
 
@@ -285,10 +297,11 @@ COMPANY_COMPUTED = frozenset(k.code for k in KPIS if k.computed_by in ("company"
 MEDIAN_KPIS = frozenset(k.code for k in KPIS if k.median) | frozenset(company.MEDIAN_KPIS)
 
 
-def snapshots(grain, periods, measures, now, slices=None, only_medians=False):
+def snapshots(grain, periods, measures, now, slices=None, only_medians=False, families=None):
     """Unsaved snapshots of ``periods`` (sorted) from their ``measures`` (and those of
     each one's previous period). ``slices``: the family KPIs of those slices only (the
-    company-level ones are all computed: they read more than their slice's rows).
+    company-level ones are all computed: they read more than their slice's rows);
+    ``families`` (names): of those families only (``family_kpis``).
     ``only_medians``: the KPIs read from medians alone (``MEDIAN_KPIS``), in ``slices``."""
     wanted = {p.start for p in periods}
     # The medians read no spend.
@@ -302,6 +315,7 @@ def snapshots(grain, periods, measures, now, slices=None, only_medians=False):
         keys = {k for k in keys if k[1] in slices}
     computed_at = timezone.now()
     by_family = _kpis_by_family()
+    only = None if families is None else family_kpis(families)
     out = []
     for key in sorted(keys):
         start, slice_, breakdown = key
@@ -315,6 +329,8 @@ def snapshots(grain, periods, measures, now, slices=None, only_medians=False):
         wanted_kpis = {kpi.code: kpi for name in present for kpi in by_family.get(name, ())}
         for kpi in KPIS:
             if kpi.code not in wanted_kpis or slice_type not in kpi.slices:
+                continue
+            if only is not None and kpi.code not in only:
                 continue
             if only_medians and not kpi.median:
                 continue
@@ -361,6 +377,18 @@ def _kpis_by_family():
         if kpi.computed_by == "spend":
             out[SPEND].append(kpi)
     return out
+
+
+def family_kpis(families):
+    """The codes of the family-computed KPIs that read any of ``families``: all a
+    change of those families' measures can move (a change of a deal moves its own)."""
+    by_family = _kpis_by_family()
+    return frozenset(kpi.code for name in families for kpi in by_family.get(name, ()))
+
+
+def changed_families(changed):
+    """The families of ``changed`` ({day: {family: slices}}, ``ledger.replace_days``)."""
+    return {name for families in changed.values() for name in families}
 
 
 def _is_empty(row):
@@ -415,27 +443,37 @@ def _reading(row):
     return (_stored(row.value), _stored(row.numerator), _stored(row.denominator), row.extra)
 
 
-def write(grain, periods, rows, slices=None, kpis=None):
+def write(grain, periods, rows, slices=None, kpis=None, families=None):
     """Make the snapshots of ``periods`` exactly ``rows``, writing only the rows whose
     reading changed (an incremental recompute changes the few slices of one deal).
     ``slices``: ``rows`` hold the family KPIs of those slices only (``snapshots``), so
-    only they and the company-level KPIs are replaced; ``kpis`` (codes): those KPIs'
-    rows only, in ``slices``. The computation only reads; the
+    only they and the company-level KPIs are replaced; with ``families``, only those
+    families' KPIs of those slices; ``kpis`` (codes): those KPIs' rows only, in
+    ``slices``. The computation only reads; the
     write transaction is kept short, so it never holds the database (SQLite's single
     writer lock, PostgreSQL row locks) while aggregating."""
     starts = [p.start for p in periods]
-    stored = KpiSnapshot.objects.filter(grain=grain, period_start__in=starts)
+    stored = every = KpiSnapshot.objects.filter(grain=grain, period_start__in=starts)
     if kpis is not None:
         stored = stored.filter(kpi__in=sorted(kpis))
         if slices is not None:
             stored = stored.filter(slice__in=sorted(slices))
     elif slices is not None:
-        stored = stored.filter(Q(slice__in=sorted(slices)) | Q(kpi__in=sorted(COMPANY_COMPUTED)))
+        in_slices = Q(slice__in=sorted(slices))
+        if families is not None:
+            in_slices &= Q(kpi__in=sorted(family_kpis(families)))
+        stored = stored.filter(in_slices | Q(kpi__in=sorted(COMPANY_COMPUTED)))
+        if families is not None:
+            # Every company row carries the time of the recompute, not only those of
+            # the families it replaced (``replace``).
+            return replace(stored, rows, stamped=every)
     return replace(stored, rows)
 
 
-def replace(stored, rows):
-    """Make the snapshot rows of the queryset ``stored`` exactly ``rows`` (see write)."""
+def replace(stored, rows, stamped=None):
+    """Make the snapshot rows of the queryset ``stored`` exactly ``rows`` (see write).
+    ``stamped``: the rows whose company slice carries the time of the recompute
+    (``stored`` when not given)."""
     fields = ("kpi", "period_start", "slice", "breakdown")
     with transaction.atomic():
         existing = {
@@ -461,7 +499,9 @@ def replace(stored, rows):
             # The period's "computed at" (its newest row, reports.data.computed_at)
             # moves with every recompute: the company rows carry it; any other row
             # keeps the time its reading last changed.
-            stored.filter(slice="company").update(computed_at=rows[0].computed_at)
+            (stored if stamped is None else stamped).filter(slice="company").update(
+                computed_at=rows[0].computed_at
+            )
         if created:
             get = operator.attrgetter(*SNAPSHOT_ROW_FIELDS)
             insert_rows(KpiSnapshot, SNAPSHOT_ROW_FIELDS, [get(row) for row in created])
@@ -532,13 +572,19 @@ def store_days_from_ledger(periods, changed, now=None):
         if moved:
             median_days.append(Period(Grain.DAY, day))
     refresh_medians(Grain.DAY, median_days, dict(medians))
-    slices = changed_slices(changed)
+    slices, families = changed_slices(changed), changed_families(changed)
     total = 0
     for run in adjacent_runs(sorted(set(periods))):
-        starts = [run[0].previous().start, *(p.start for p in run)]
-        measures = ledger.load(Grain.DAY, starts, Measures(), slices)
-        rows = snapshots(Grain.DAY, run, measures, now or timezone.now(), slices)
-        total += write(Grain.DAY, run, rows, slices)
+        measures = ledger.load(
+            Grain.DAY,
+            [p.start for p in run],
+            Measures(),
+            slices,
+            families,
+            totals_of=[run[0].previous().start],
+        )
+        rows = snapshots(Grain.DAY, run, measures, now or timezone.now(), slices, families=families)
+        total += write(Grain.DAY, run, rows, slices, families=families)
     return total
 
 
@@ -634,13 +680,15 @@ def store(
     days_fresh=False,
     slices=None,
     only_medians=False,
+    families=None,
 ):
     """Replace the snapshots of ``periods``: same input, same rows. A day is computed
     from the deals (``store_days``); a larger period from its ledger row, whose sums
     its days keep current, after taking again the medians of ``medians_of``. Unless
     the caller has just recomputed them (``days_fresh``), the days of the periods (and
     of the period before the first) are recomputed into the ledger first. ``slices``:
-    the family KPIs of those slices only (``snapshots``). ``only_medians``: only the
+    the family KPIs of those slices only (``snapshots``); ``families``: of those
+    families only (the changes of deals, ``recompute_days``). ``only_medians``: only the
     KPIs read from medians (``MEDIAN_KPIS``), when nothing else has moved."""
     periods = sorted(set(periods))
     if not periods:
@@ -651,8 +699,10 @@ def store(
         refresh_ledger_for(periods)
     refresh_medians(grain, periods, medians_of)
     starts = {p.start for p in periods}
-    if not only_medians:
-        starts |= {p.previous().start for p in periods}  # growth reads the period before
-    measures = ledger.load(grain, starts, Measures(), slices)
-    rows = snapshots(grain, periods, measures, now or timezone.now(), slices, only_medians)
-    return write(grain, periods, rows, slices, MEDIAN_KPIS if only_medians else None)
+    # Growth reads the company-level totals of the period before.
+    before = () if only_medians else {p.previous().start for p in periods}
+    measures = ledger.load(grain, starts, Measures(), slices, families, totals_of=before)
+    rows = snapshots(
+        grain, periods, measures, now or timezone.now(), slices, only_medians, families
+    )
+    return write(grain, periods, rows, slices, MEDIAN_KPIS if only_medians else None, families)

@@ -168,13 +168,21 @@ PEOPLE_TOTALS = Q(breakdown="") & (
 )
 
 
-def load(grain, starts, measures, slices=None):
+def load(grain, starts, measures, slices=None, families=None, totals_of=()):
     """Add the stored sums and medians of the periods starting at ``starts`` to
     ``measures`` (a kpis.compute.Measures). ``slices``: the rows of those slices, and
-    the totals the company-level KPIs read (``PEOPLE_TOTALS``), only."""
-    rows = PeriodMeasures.objects.filter(grain=grain, period_start__in=sorted(set(starts)))
+    the totals the company-level KPIs read (``PEOPLE_TOTALS``), only; ``families``:
+    of the breakdowns' rows, those holding any of those families only. ``totals_of``:
+    more period starts, whose ``PEOPLE_TOTALS`` alone are read (a period before,
+    which only the company-level KPIs' growth compares with)."""
+    wanted = Q(period_start__in=sorted(set(starts)))
     if slices is not None:
-        rows = rows.filter(Q(slice__in=sorted(slices)) | PEOPLE_TOTALS)
+        wanted &= Q(slice__in=sorted(slices)) | PEOPLE_TOTALS
+    if families is not None:
+        holding = Q(sums__has_any_keys=sorted(families)) if families else Q(pk__in=[])
+        wanted &= Q(breakdown="") | holding
+    totals = Q(period_start__in=sorted(set(totals_of) - set(starts))) & PEOPLE_TOTALS
+    rows = PeriodMeasures.objects.filter(wanted | totals, grain=grain)
     for start, slice_, breakdown, sums, medians in rows.values_list(
         "period_start", "slice", "breakdown", "sums", "medians"
     ):
@@ -273,8 +281,15 @@ def _add(grain, delta):
     )
     slices = {k[1] for k in totals}
     if len(slices) <= SLICE_FILTER_MAX:
-        rows = rows.filter(slice__in=sorted(slices))
-    existing = {(r.period_start, r.slice, r.breakdown): r for r in rows}
+        # A few deals' changes: their slices' rows, of their breakdowns only.
+        breakdowns = {k[2] for k in totals}
+        rows = rows.filter(slice__in=sorted(slices), breakdown__in=sorted(breakdowns))
+    existing = {
+        (start, slice_, breakdown): (pk, sums, bool(medians))
+        for pk, start, slice_, breakdown, sums, medians in rows.values_list(
+            "pk", "period_start", "slice", "breakdown", "sums", "medians"
+        )
+    }
     updated, created, gone = [], [], []
     for key, change in totals.items():
         change = pruned(change)
@@ -283,14 +298,14 @@ def _add(grain, delta):
             if change:
                 created.append(_new_row(grain, key, change))
             continue
-        sums = _plus(_decode_sums(row.sums), change)
-        if not sums and not row.medians:
-            gone.append(row.pk)
+        pk, stored, has_medians = row
+        sums = _plus(_decode_sums(stored), change)
+        if not sums and not has_medians:
+            gone.append(pk)
         else:
-            row.sums = _encode_sums(sums)
-            updated.append(row)
+            updated.append((pk, _encode_sums(sums)))
     PeriodMeasures.objects.filter(pk__in=gone).delete()
-    update_rows(PeriodMeasures, ["sums"], [(row.pk, row.sums) for row in updated])
+    update_rows(PeriodMeasures, ["sums"], updated)
     _insert(created)
 
 

@@ -18,6 +18,7 @@ from funnel.models import Activity, Deal, MarketingSpend, Offer, SalesCost
 from kpis import changes, company, dirty, ledger, reading
 from kpis.compute import (
     MEDIAN_FAMILIES,
+    changed_families,
     changed_slices,
     refresh_larger_medians,
     refresh_ledger,
@@ -304,9 +305,17 @@ def recompute_days(days, claimed=None):
         # The larger periods of the dirty days (only their days changed), with their
         # stored medians.
         slices = None if whole else changed_slices(changed)
+        families = None if whole else changed_families(changed)
         for grain, periods in by_grain.items():
             if grain != Grain.DAY:
-                total += store(grain, periods, medians_of=(), days_fresh=True, slices=slices)
+                total += store(
+                    grain,
+                    periods,
+                    medians_of=(),
+                    days_fresh=True,
+                    slices=slices,
+                    families=families,
+                )
     # Their medians, for the families and slices whose day rows changed: those of the
     # changed deals alone. A retried batch cannot tell what its first attempt changed.
     stale = {

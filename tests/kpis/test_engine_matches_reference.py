@@ -11,7 +11,9 @@ from hypothesis import given
 
 from kpis import compute
 from kpis.definitions import KPIS
-from kpis.periods import GRAINS, local_date, periods_between
+from kpis.models import StageSetting
+from kpis.periods import GRAINS, Grain, Period, local_date, periods_between
+from tests.factories import days_ago, make_deal
 from tests.kpis.reference import (
     build_dataset,
     deal_scripts,
@@ -100,3 +102,18 @@ def test_set_based_kpis_equal_the_naive_reference(db, scripts):
         transaction.set_rollback(True)
     report = "\n".join(" ".join(map(str, m)) for m in mismatches[:40])
     assert not mismatches, f"{len(mismatches)} mismatches:\n{report}"
+
+
+def test_no_deal_is_stalled_while_no_stage_has_a_stall_limit(db, rep):
+    """No stay measured and no admin limit: no stage has a stall limit, so no open deal
+    is stalled (an empty condition used to count every open deal as stalled)."""
+    StageSetting.objects.update(stall_limit_days=None)
+    for days in (200, 150):
+        make_deal(rep, at=days_ago(days))
+    now = timezone.now()
+    period = Period.containing(Grain.MONTH, local_date(now))
+    rows = engine_values(compute.compute(Grain.MONTH, [period], now=now))
+    assert rows[("open_deals_lead", period.start, "company", "")] == (2, 2, None)
+    # A count of 0 is stored as no row (compute._is_empty).
+    assert ("stalled_deals", period.start, "company", "") not in rows
+    assert not compare(now)
