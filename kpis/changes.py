@@ -241,6 +241,10 @@ def apply_pending(claimed_days=(), limit=APPLY_BATCH):
                     # sums unchanged, so is the deal's value, and every median.
                     for family in diff:
                         touched[key[0]][family].add(key[1])
+                    # A won deal moves the customer KPIs by its company too, which is
+                    # no measure (kpis.company.CUSTOMER_KPIS).
+                    if "won" in new.get(key, {}) or "won" in old.get(key, {}):
+                        touched[key[0]]["won"].add(key[1])
             for grain in (Grain.DAY, *ledger.LARGER):
                 ledger._add(grain, delta)
             PendingChange.objects.filter(pk__in=[pk for pk, _, _ in rows]).delete()

@@ -277,8 +277,29 @@ class CompanyKpis:
 
     # --- the KPIs -------------------------------------------------------------------
 
-    def compute(self):
+    def compute(self, customers=True):
+        """Every company-level KPI of the periods; without ``customers``, none of
+        ``CUSTOMER_KPIS`` (nor their inputs read)."""
         self.timeline = shared("owner_timeline", OwnerTimeline)
+        targets, pipeline, trailing = self.pipeline_inputs()
+        forecasts = self.forecasts()
+        new_customers = sales_cost = None
+        if customers:
+            self.customer_inputs()
+            new_customers = self.new_customers()
+            sales_cost = sales_cost_by_period(
+                self.grain, self.periods[0].start, self.periods[-1].end
+            )
+        for period in self.periods:
+            self.pipeline_kpis(period, targets, pipeline, trailing)
+            if self.has_history(period):
+                self.period_kpis(period, targets, pipeline, trailing, forecasts)
+                if customers:
+                    self.company_only(period, new_customers, sales_cost)
+        self.now_kpis()
+        return self.rows
+
+    def customer_inputs(self):
         self.customers = shared("customer_timeline", customer_timeline)
         ends = [p.end for p in self.periods]
         self.churned = dict(
@@ -295,18 +316,6 @@ class CompanyKpis:
                 strict=True,
             )
         )
-        targets, pipeline, trailing = self.pipeline_inputs()
-        new_customers = self.new_customers()
-        sales_cost = sales_cost_by_period(self.grain, self.periods[0].start, self.periods[-1].end)
-        forecasts = self.forecasts()
-        for period in self.periods:
-            self.pipeline_kpis(period, targets, pipeline, trailing)
-            if self.has_history(period):
-                self.period_kpis(
-                    period, targets, pipeline, new_customers, sales_cost, trailing, forecasts
-                )
-        self.now_kpis()
-        return self.rows
 
     def has_history(self, period):
         """A period still to come has no history; its time series (open opportunities at
@@ -348,9 +357,7 @@ class CompanyKpis:
                 out[key] = f.amount
         return out
 
-    def period_kpis(
-        self, period, targets, pipeline, new_customers, sales_cost, trailing, forecasts
-    ):
+    def period_kpis(self, period, targets, pipeline, trailing, forecasts):
         active = self.active_reps(period)
         previous = period.previous()
         velocity = self.velocity_inputs(period)
@@ -403,7 +410,6 @@ class CompanyKpis:
             self.add("new_leads_per_rep", period, slice_, ratio(leads, reps_here), leads, reps_here)
             self.quota(period, slice_, targets)
             self.forecast_accuracy(period, slice_, revenue, forecasts.get((period.start, slice_)))
-        self.company_only(period, new_customers, sales_cost)
 
     def pipeline_kpis(self, period, targets, pipeline, trailing):
         """Weighted pipeline and coverage: open opportunities by the period of their
@@ -857,12 +863,18 @@ def percentile(values, pct):
     return values[low] + (values[high] - values[low]) * (position - low)
 
 
-def compute(grain, periods, measures, spend, now, computed_at):
-    return CompanyKpis(grain, periods, measures, spend, now, computed_at).compute()
+def compute(grain, periods, measures, spend, now, computed_at, customers=True):
+    return CompanyKpis(grain, periods, measures, spend, now, computed_at).compute(customers)
 
 
 def medians_only(grain, periods, measures, now, computed_at):
     return CompanyKpis(grain, periods, measures, {}, now, computed_at).medians_only()
+
+
+#: The KPIs read from the customer timeline (``company_only``): only the won deals
+#: (their company, moment and value) move them of all a deal's changes; churn dates,
+#: spend and sales cost mark every slice of their days.
+CUSTOMER_KPIS = ("cac", "sales_cost_ratio_pct", "churn_pct", "repeat_customer_pct", "clv")
 
 
 #: The company-level KPIs ``medians_only`` computes.

@@ -355,7 +355,10 @@ def snapshots(grain, periods, measures, now, slices=None, only_medians=False, fa
         rows = company.medians_only(grain, periods, measures, now, computed_at)
         out += [row for row in rows if slices is None or row.slice in slices]
     else:
-        out += company.compute(grain, periods, measures, spend, now, computed_at)
+        # A change of deals none of which is or was won moves no customer KPI: the
+        # customer timeline is not read (``company.CUSTOMER_KPIS``).
+        customers = families is None or "won" in families
+        out += company.compute(grain, periods, measures, spend, now, computed_at, customers)
     # Stored sparsely: a row that says exactly what an absent row reads as (a count of
     # 0, a ratio of 0 ÷ 0) is not written (kpis/reading.py, ``empty``).
     return [row for row in out if not _is_empty(row)]
@@ -460,9 +463,12 @@ def write(grain, periods, rows, slices=None, kpis=None, families=None):
             stored = stored.filter(slice__in=sorted(slices))
     elif slices is not None:
         in_slices = Q(slice__in=sorted(slices))
+        computed = COMPANY_COMPUTED
         if families is not None:
             in_slices &= Q(kpi__in=sorted(family_kpis(families)))
-        stored = stored.filter(in_slices | Q(kpi__in=sorted(COMPANY_COMPUTED)))
+            if "won" not in families:
+                computed = computed - set(company.CUSTOMER_KPIS)
+        stored = stored.filter(in_slices | Q(kpi__in=sorted(computed)))
         if families is not None:
             # Every company row carries the time of the recompute, not only those of
             # the families it replaced (``replace``).

@@ -13,9 +13,9 @@ from funnel import domain
 from funnel.models import Deal
 from funnel.stages import Stage
 from kpis import changes, compute, dirty, recompute
-from kpis.models import DirtyDay, PendingChange, PeriodMeasures
+from kpis.models import DirtyDay, KpiSnapshot, PendingChange, PeriodMeasures
 from kpis.periods import Grain, Period, local_date
-from tests.factories import days_ago, deal_in_stage, make_deal
+from tests.factories import CompanyFactory, days_ago, deal_in_stage, make_deal, won_deal
 from tests.kpis.builders import ledger_rows, snapshot_rows
 
 
@@ -112,6 +112,31 @@ def test_the_day_snapshots_of_applied_changes_are_those_of_a_full_recompute(rep,
     domain.move_forward(deal, Stage.OFFER, by=rep, at=days_ago(2))
     recompute.recompute_all_dirty()
     assert not dirty.pending() and not PendingChange.objects.exists()
+    incremental = snapshot_rows()
+    recompute.recompute_all()
+    assert snapshot_rows() == incremental
+
+
+def test_a_won_deal_moved_to_another_company_moves_the_customer_kpis(rep):
+    """The customer KPIs read a won deal's company, which is no measure: its change
+    moves no sum, yet the repeat and new customers move (company.CUSTOMER_KPIS)."""
+    first = won_deal(rep)
+    second = won_deal(rep, company=first.company)
+    recompute.recompute_all()
+    recompute.recompute_all_dirty()
+    month = Period.containing(Grain.MONTH, local_date(second.won_at)).start
+
+    def company_kpi(code):
+        row = KpiSnapshot.objects.get(
+            kpi=code, grain=Grain.MONTH, period_start=month, slice="company"
+        )
+        return row.value, row.numerator, row.denominator
+
+    assert company_kpi("repeat_customer_pct") == (100, 1, 1)
+    domain.update_deal(second, by=rep, company=CompanyFactory(), contact=None)
+    recompute.recompute_all_dirty()
+    assert not dirty.pending() and not PendingChange.objects.exists()
+    assert company_kpi("repeat_customer_pct") == (0, 0, 2)
     incremental = snapshot_rows()
     recompute.recompute_all()
     assert snapshot_rows() == incremental
