@@ -355,9 +355,7 @@ def snapshots(grain, periods, measures, now, slices=None, only_medians=False, fa
         rows = company.medians_only(grain, periods, measures, now, computed_at)
         out += [row for row in rows if slices is None or row.slice in slices]
     else:
-        # A change of deals none of which is or was won moves no customer KPI: the
-        # customer timeline is not read (``company.CUSTOMER_KPIS``).
-        customers = families is None or "won" in families
+        customers = reads_customers(families)
         out += company.compute(grain, periods, measures, spend, now, computed_at, customers)
     # Stored sparsely: a row that says exactly what an absent row reads as (a count of
     # 0, a ratio of 0 ÷ 0) is not written (kpis/reading.py, ``empty``).
@@ -387,6 +385,13 @@ def family_kpis(families):
     change of those families' measures can move (a change of a deal moves its own)."""
     by_family = _kpis_by_family()
     return frozenset(kpi.code for name in families for kpi in by_family.get(name, ()))
+
+
+def reads_customers(families):
+    """Whether a recompute of ``families`` (None: every family) computes the customer
+    KPIs (``company.CUSTOMER_KPIS``): a change of deals none of which is or was won
+    moves none of them, and the customer timeline is not read."""
+    return families is None or "won" in families
 
 
 def changed_families(changed):
@@ -457,6 +462,9 @@ def write(grain, periods, rows, slices=None, kpis=None, families=None):
     writer lock, PostgreSQL row locks) while aggregating."""
     starts = [p.start for p in periods]
     stored = every = KpiSnapshot.objects.filter(grain=grain, period_start__in=starts)
+    # Every company row carries the time of the recompute (``replace``), not only those
+    # of the families it compares.
+    stamped = every if families is not None else None
     if kpis is not None:
         stored = stored.filter(kpi__in=sorted(kpis))
         if slices is not None:
@@ -466,14 +474,10 @@ def write(grain, periods, rows, slices=None, kpis=None, families=None):
         computed = COMPANY_COMPUTED
         if families is not None:
             in_slices &= Q(kpi__in=sorted(family_kpis(families)))
-            if "won" not in families:
+            if not reads_customers(families):
                 computed = computed - set(company.CUSTOMER_KPIS)
         stored = stored.filter(in_slices | Q(kpi__in=sorted(computed)))
-        if families is not None:
-            # Every company row carries the time of the recompute, not only those of
-            # the families it replaced (``replace``).
-            return replace(stored, rows, stamped=every)
-    return replace(stored, rows)
+    return replace(stored, rows, stamped)
 
 
 def replace(stored, rows, stamped=None):

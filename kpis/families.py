@@ -446,10 +446,10 @@ class Family:
         return qs.order_by().values(*columns).annotate(**self.measures)
 
     def of_deals_prepared(self, breakdown_type=None, by_deal=False):
-        """PostgreSQL: ``of_deals``'s query compiled once per thread and connection
-        (``Prepared``), for the deal ids of each change: building a query through the
+        """PostgreSQL: ``of_deals``'s query compiled once per thread (``Prepared``), for the deal ids of each change: building a query through the
         ORM costs more than PostgreSQL takes to run it through the deal key's index."""
-        key = (self.name, breakdown_type, by_deal, id(connection.connection))
+        # Per thread, whose connection object Django keeps across reconnections.
+        key = (self.name, breakdown_type, by_deal)
         cache = _prepared.__dict__.setdefault("queries", {})
         if key not in cache:
             cache[key] = Prepared(self.of_deals([PREPARED_IDS], breakdown_type, by_deal))
@@ -459,11 +459,9 @@ class Family:
         """The rows of the range with their period bucket and one column per slice type
         (``ROLLUP_FIELDS``, the team by ``team_of``), and those columns' names."""
         qs = self.in_range(start_at, end_at).annotate(
-            _bucket=self.bucket(grain),
-            **{f"_s_{t}": F(self.deal_prefix + path) for t, path in ROLLUP_FIELDS.items() if path},
-            _s_team=team_of(self.deal_prefix + "owner_id", members),
+            _bucket=self.bucket(grain), **slice_columns(self.deal_prefix, members)
         )
-        return qs, ["_bucket", *(f"_s_{t}" for t in ROLLUP_FIELDS)]
+        return qs, ["_bucket", *SLICE_NAMES]
 
     def _rollup_input(
         self, grain, start_at, end_at, members, columns=None, medians=None, sums=True
@@ -495,22 +493,15 @@ class Family:
         if query is None:
             return
         inner, params, inputs = query
-        select = [
-            '"_bucket"',
-            *_with_flags(SLICE_COLUMNS),
+        aggregates = [
             *(f'SUM("{name}")' for name in inputs),
             *(f'percentile_cont(0.5) WITHIN GROUP (ORDER BY "{name}")' for name in medians),
         ]
-        n = len(SLICE_COLUMNS)
         measure_names, median_names = list(self.measures), list(self.medians)
-        for row in _grouped_rows(inner, params, select, _with_slices(), '"_bucket", '):
-            key = _slice_key(row[1 : 1 + n], row[1 + n : 1 + 2 * n])
-            if key is None:
-                continue
-            rest = row[1 + 2 * n :]
+        for bucket, key, rest in rolled_up_rows(inner, params, '"_bucket"', aggregates):
             sums = dict(zip(measure_names, rest[: len(measure_names)], strict=True))
             meds = dict(zip(median_names, rest[len(measure_names) :], strict=True))
-            yield local_bucket(row[0]), key, sums, meds
+            yield local_bucket(bucket), key, sums, meds
 
     def rolled_up_breakdowns(self, grain, start_at, end_at, breakdown_types, members=None):
         """PostgreSQL: the measures by each of ``breakdown_types`` rolled up into every
@@ -624,6 +615,27 @@ class Family:
         return qs.order_by().values(*columns, *(f"_m_{name}" for name in self.medians))
 
 
+def slice_columns(prefix="", members=None):
+    """{alias: expression} of every slice type's column (``SLICE_NAMES``) of rows whose
+    deal is at ``prefix``: the team by ``team_of`` (``members``)."""
+    columns = {f"_s_{t}": F(prefix + path) for t, path in ROLLUP_FIELDS.items() if path}
+    columns["_s_team"] = team_of(prefix + "owner_id", members)
+    return {name: columns[name] for name in SLICE_NAMES}
+
+
+def rolled_up_rows(inner, params, leading, aggregates):
+    """PostgreSQL: the rows of the query ``inner`` (with the ``slice_columns``) grouped
+    by the ``leading`` column and each slice column, and by the leading column alone
+    (the company), in one read (``GROUPING SETS``). Yields (leading value, slice key,
+    [the ``aggregates``' values]); a row without a value of its slice is left out."""
+    select = [leading, *_with_flags(SLICE_COLUMNS), *aggregates]
+    n = len(SLICE_COLUMNS)
+    for row in _grouped_rows(inner, params, select, _with_slices(), f"{leading}, "):
+        key = _slice_key(row[1 : 1 + n], row[1 + n : 1 + 2 * n])
+        if key is not None:
+            yield row[0], key, row[1 + 2 * n :]
+
+
 def _grouped_rows(inner, params, select, grouping_sets, leading=""):
     """The rows of ``SELECT select FROM (inner) GROUP BY leading GROUPING SETS (...)``:
     one read of a roll-up's input for all its groupings."""
@@ -682,7 +694,8 @@ ROLLUP_FIELDS = {
     "industry": "industry",
 }
 ROLLUP_SLICES = list(ROLLUP_FIELDS)
-SLICE_COLUMNS = [f'"_s_{t}"' for t in ROLLUP_FIELDS]
+SLICE_NAMES = [f"_s_{t}" for t in ROLLUP_FIELDS]
+SLICE_COLUMNS = [f'"{name}"' for name in SLICE_NAMES]
 
 
 #: Up to this many users in teams, ``team_of`` lists them in a CASE (each row tests

@@ -5,14 +5,16 @@ ground for applying a change as its deal's difference (docs/benchmarks.md)."""
 from collections import defaultdict
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from hypothesis import given
 
 from funnel.models import Deal
 from kpis import compute, ledger
+from kpis.families import FAMILIES
 from kpis.periods import Grain, Period
 from kpis.recompute import data_span
+from tests.factories import days_ago, make_deal
 from tests.kpis.reference import build_dataset, deal_scripts, make_cast, property_settings
 
 
@@ -62,3 +64,18 @@ def test_every_deals_contribution_adds_up_to_the_gathered_day_sums(db, scripts):
 def test_no_deals_contribute_nothing():
     assert compute.contributions([]).sums == {}
     assert compute.contributions_by_deal([]) == {}
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_compiled_contribution_queries_outlive_a_reconnection(on_postgres, rep):
+    """A worker's connection is closed between tasks: the queries compiled for a deal's
+    contribution (``families.Prepared``) are kept for the thread, not compiled again
+    for every new connection, and give the same rows on the new one."""
+    deal = make_deal(rep, at=days_ago(3))
+    first = day_sums(compute.contributions([deal.pk]))
+    assert first
+    prepared = FAMILIES["lead"].of_deals_prepared()
+    connection.close()
+    assert day_sums(compute.contributions([deal.pk])) == first
+    assert FAMILIES["lead"].of_deals_prepared() is prepared
