@@ -207,7 +207,8 @@ def apply_pending(claimed_days=(), limit=APPLY_BATCH):
     """Apply every pending change: add each deal's contribution now minus its
     ``before`` to the ledger (day rows and larger periods). Returns the scope, {day:
     {family: slices}} of the rows whose sums moved (a median only moves with them:
-    every family with medians has one row per deal). Days not among ``claimed_days`` (the caller's
+    every family with medians has one row per deal), and under ``dirty.BREAKDOWNS`` the
+    breakdowns whose rows moved. Days not among ``claimed_days`` (the caller's
     marks, which will compute the returned scope) are marked dirty with their scope."""
     from kpis.compute import contributions_by_deal
 
@@ -237,6 +238,8 @@ def apply_pending(claimed_days=(), limit=APPLY_BATCH):
                     diff = ledger._difference(new.get(key, {}), old.get(key, {}))
                     if diff:
                         ledger._add_into(delta.setdefault(key, {}), diff)
+                        if key[2]:
+                            touched[key[0]][dirty.BREAKDOWNS].add(key[2])
                     # A family with medians has one row per deal (kpis.families): its
                     # sums unchanged, so is the deal's value, and every median.
                     for family in diff:
@@ -245,6 +248,8 @@ def apply_pending(claimed_days=(), limit=APPLY_BATCH):
                     # no measure (kpis.company.CUSTOMER_KPIS).
                     if "won" in new.get(key, {}) or "won" in old.get(key, {}):
                         touched[key[0]]["won"].add(key[1])
+            for families in touched.values():
+                families.setdefault(dirty.BREAKDOWNS, set())  # says so when none moved
             for grain in (Grain.DAY, *ledger.LARGER):
                 ledger._add(grain, delta)
             PendingChange.objects.filter(pk__in=[pk for pk, _, _ in rows]).delete()

@@ -23,7 +23,14 @@ from accounts.models import Role, Team, User
 from funnel import stages
 from funnel.models import Deal
 from funnel.stages import Status
-from kpis.families import FAMILIES, SLICE_FIELDS, SLICE_NAMES, rolled_up_rows, slice_columns
+from kpis.families import (
+    FAMILIES,
+    SLICE_FIELDS,
+    SLICE_NAMES,
+    pipeline_measure,
+    rolled_up_rows,
+    slice_columns,
+)
 from kpis.models import (
     Forecast,
     ForecastKind,
@@ -150,6 +157,17 @@ def _roll_up(per_owner, owners, fields):
     return out
 
 
+def _weighed(by_stage, probabilities):
+    """(Σ value, Σ value × the stage's probability) of {stage: Σ value}, in stage order."""
+    total = weighted = Decimal(0)
+    for stage in stages.ORDER:
+        value = by_stage.get(stage)
+        if value is not None:
+            total += value
+            weighted += value * probabilities[stage]
+    return total, weighted
+
+
 def _days(delta):
     from kpis.compute import number
 
@@ -192,11 +210,11 @@ class CompanyKpis:
         after ``use_hour_inputs()``, else taken now, once per recompute."""
         return shared("inputs", lambda: take_inputs(self.now))
 
-    def pipeline_inputs(self):
+    def pipeline_inputs(self, from_ledger=False):
         """(targets, open pipeline by period and scope, trailing outcomes by scope): what
-        the weighted pipeline and coverage read."""
+        the weighted pipeline and coverage read (``open_pipeline``)."""
         inputs = self.inputs()
-        pipeline = self.open_pipeline(inputs["probabilities"])
+        pipeline = self.open_pipeline(inputs["probabilities"], from_ledger)
         return self.targets(), pipeline, _roll_up(inputs["trailing"], self.owners, ("won", "lost"))
 
     def people_slices(self):
@@ -234,38 +252,32 @@ class CompanyKpis:
                 monthly[(Period.containing(self.grain, t.period_start).start, scope)] += t.amount
         return {**monthly, **explicit}
 
-    def open_pipeline(self, probabilities):
+    def open_pipeline(self, probabilities, from_ledger=False):
         """{(period start, scope): (Σ current value, Σ weighted)} of open opportunities
-        by the period of their expected close date."""
-        first, end = self.periods[0].start, self.periods[-1].end
-        span = shared("pipeline_span", lambda: None)
-        if span is not None and span[0] <= first and end <= span[1]:
-            # Every grain of the pass reads one query by day (``pipeline_span``).
-            by_day = shared("pipeline_by_day", lambda: _open_pipeline(*span))
-            starts = {}
-            rows = []
-            for day, owner, stage, value in by_day:
-                if first <= day < end:
-                    start = starts.get(day)
-                    if start is None:
-                        start = starts[day] = Period.containing(self.grain, day).start
-                    rows.append((start, owner, stage, value))
+        by the period of their expected close date. ``from_ledger``: from the measures'
+        ``pipeline`` family (they hold every people slice of the periods: a recompute's
+        gathered or loaded measures); else from the deals, in one query."""
+        values = defaultdict(lambda: defaultdict(Decimal))  # (start, scope) -> stage -> Σ
+        if from_ledger:
+            for period in self.periods:
+                for scope in self.people_slices():
+                    sums = self.measures.sums.get((period.start, scope, ""), {}).get("pipeline")
+                    for stage in stages.ORDER if sums else ():
+                        value = sums.get(pipeline_measure(stage))
+                        if value is not None:
+                            values[(period.start, scope)][stage] += value
         else:
-            rows = _open_pipeline(first, end, self.grain)
-        # By owner first, then into the owner's scopes: a few rows per owner.
-        per_owner = defaultdict(lambda: [Decimal(0), Decimal(0)])
-        for bucket, owner_id, stage, value in rows:
-            value = value or Decimal(0)
-            entry = per_owner[(bucket, owner_id)]
-            entry[0] += value
-            entry[1] += value * probabilities[stage]
-        out = defaultdict(lambda: [Decimal(0), Decimal(0)])
-        for (bucket, owner_id), (value, weighted) in per_owner.items():
-            for scope in _scopes(owner_id, self.owners):
-                entry = out[(bucket, scope)]
-                entry[0] += value
-                entry[1] += weighted
-        return out
+            first, end = self.periods[0].start, self.periods[-1].end
+            # By owner first, then into the owner's scopes: a few rows per owner.
+            per_owner = defaultdict(lambda: defaultdict(Decimal))
+            for bucket, owner_id, stage, value in _open_pipeline(first, end, self.grain):
+                per_owner[(bucket, owner_id)][stage] += value or 0
+            for (bucket, owner_id), by_stage in per_owner.items():
+                for scope in _scopes(owner_id, self.owners):
+                    for stage, value in by_stage.items():
+                        values[(bucket, scope)][stage] += value
+        # Weighed from the sums per stage alike on both ways: the same digits.
+        return {key: _weighed(by_stage, probabilities) for key, by_stage in values.items()}
 
     def new_customers(self):
         """{period start: companies whose first win falls in the period}."""
@@ -277,11 +289,12 @@ class CompanyKpis:
 
     # --- the KPIs -------------------------------------------------------------------
 
-    def compute(self, customers=True):
+    def compute(self, customers=True, with_pipeline=True):
         """Every company-level KPI of the periods; without ``customers``, none of
-        ``CUSTOMER_KPIS`` (nor their inputs read)."""
+        ``CUSTOMER_KPIS`` (nor their inputs read); without ``with_pipeline``, none of
+        ``PIPELINE_KPIS``."""
         self.timeline = shared("owner_timeline", OwnerTimeline)
-        targets, pipeline, trailing = self.pipeline_inputs()
+        targets, pipeline, trailing = self.pipeline_inputs(from_ledger=True)
         forecasts = self.forecasts()
         new_customers = sales_cost = None
         if customers:
@@ -291,7 +304,8 @@ class CompanyKpis:
                 self.grain, self.periods[0].start, self.periods[-1].end
             )
         for period in self.periods:
-            self.pipeline_kpis(period, targets, pipeline, trailing)
+            if with_pipeline:
+                self.pipeline_kpis(period, targets, pipeline, trailing)
             if self.has_history(period):
                 self.period_kpis(period, targets, pipeline, trailing, forecasts)
                 if customers:
@@ -837,8 +851,10 @@ def percentile(values, pct):
     return values[low] + (values[high] - values[low]) * (position - low)
 
 
-def compute(grain, periods, measures, spend, now, computed_at, customers=True):
-    return CompanyKpis(grain, periods, measures, spend, now, computed_at).compute(customers)
+def compute(grain, periods, measures, spend, now, computed_at, customers=True, pipeline=True):
+    return CompanyKpis(grain, periods, measures, spend, now, computed_at).compute(
+        customers, pipeline
+    )
 
 
 def medians_only(grain, periods, measures, now, computed_at):
@@ -855,7 +871,9 @@ CUSTOMER_KPIS = ("cac", "sales_cost_ratio_pct", "churn_pct", "repeat_customer_pc
 MEDIAN_KPIS = ("sales_cycle_days_median",)
 
 
-#: The KPIs ``pipeline_only`` computes, refreshed for every period on each recompute.
+#: The KPIs ``pipeline_only`` computes, refreshed for every period each hour: of a
+#: deal's changes, only those of the open pipeline (the ``pipeline`` family) and of the
+#: won value (coverage's gap to target) move them.
 PIPELINE_KPIS = ("weighted_pipeline", "pipeline_coverage")
 
 

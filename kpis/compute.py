@@ -109,9 +109,10 @@ class Measures:
         return self
 
 
-#: Families no KPI reads but the ledger keeps: the owner timeline of an incremental
-#: recompute reads them from it (kpis.timeline.LedgerOwners).
-LEDGER_ONLY = ("settled",)
+#: Families no family KPI reads but the ledger keeps: the owner timeline of an
+#: incremental recompute (kpis.timeline.LedgerOwners) and the open pipeline of the
+#: company-level KPIs (``CompanyKpis.open_pipeline``) read them from it.
+LEDGER_ONLY = ("settled", "pipeline")
 
 
 def _families_needed():
@@ -297,11 +298,21 @@ COMPANY_COMPUTED = frozenset(k.code for k in KPIS if k.computed_by in ("company"
 MEDIAN_KPIS = frozenset(k.code for k in KPIS if k.median) | frozenset(company.MEDIAN_KPIS)
 
 
-def snapshots(grain, periods, measures, now, slices=None, only_medians=False, families=None):
+def snapshots(
+    grain,
+    periods,
+    measures,
+    now,
+    slices=None,
+    only_medians=False,
+    families=None,
+    breakdowns=None,
+):
     """Unsaved snapshots of ``periods`` (sorted) from their ``measures`` (and those of
     each one's previous period). ``slices``: the family KPIs of those slices only (the
     company-level ones are all computed: they read more than their slice's rows);
-    ``families`` (names): of those families only (``family_kpis``).
+    ``families`` (names): of those families only (``family_kpis``); ``breakdowns``
+    (breakdown keys): of those slices' breakdowns, those only (``changed_breakdowns``).
     ``only_medians``: the KPIs read from medians alone (``MEDIAN_KPIS``), in ``slices``."""
     wanted = {p.start for p in periods}
     # The medians read no spend.
@@ -313,6 +324,8 @@ def snapshots(grain, periods, measures, now, slices=None, only_medians=False, fa
     keys |= {(start, "company", "") for start in wanted}
     if slices is not None:
         keys = {k for k in keys if k[1] in slices}
+    if breakdowns is not None:
+        keys = {k for k in keys if not k[2] or k[2] in breakdowns}
     computed_at = timezone.now()
     by_family = _kpis_by_family()
     only = None if families is None else family_kpis(families)
@@ -355,8 +368,10 @@ def snapshots(grain, periods, measures, now, slices=None, only_medians=False, fa
         rows = company.medians_only(grain, periods, measures, now, computed_at)
         out += [row for row in rows if slices is None or row.slice in slices]
     else:
-        customers = reads_customers(families)
-        out += company.compute(grain, periods, measures, spend, now, computed_at, customers)
+        customers, pipeline = reads_customers(families), reads_pipeline(families)
+        out += company.compute(
+            grain, periods, measures, spend, now, computed_at, customers, pipeline
+        )
     # Stored sparsely: a row that says exactly what an absent row reads as (a count of
     # 0, a ratio of 0 ÷ 0) is not written (kpis/reading.py, ``empty``).
     return [row for row in out if not _is_empty(row)]
@@ -394,9 +409,25 @@ def reads_customers(families):
     return families is None or "won" in families
 
 
+def reads_pipeline(families):
+    """Whether a recompute of ``families`` (None: every family) computes the pipeline
+    KPIs (``company.PIPELINE_KPIS``): of a deal's changes, only one of the open
+    pipeline or of the won value (coverage's gap to target) moves them."""
+    return families is None or bool({"pipeline", "won"} & set(families))
+
+
 def changed_families(changed):
     """The families of ``changed`` ({day: {family: slices}}, ``ledger.replace_days``)."""
-    return {name for families in changed.values() for name in families}
+    return {name for families in changed.values() for name in families if name != dirty.BREAKDOWNS}
+
+
+def changed_breakdowns(changed):
+    """The breakdowns whose ledger rows moved on the days of ``changed`` (a scope of
+    applied changes, ``dirty.BREAKDOWNS``), or None when a day's scope does not say
+    (gathered, or stored before scopes said): then every breakdown of its slices."""
+    if any(dirty.BREAKDOWNS not in families for families in changed.values()):
+        return None
+    return set().union(*(families[dirty.BREAKDOWNS] for families in changed.values()))
 
 
 def _is_empty(row):
@@ -451,12 +482,13 @@ def _reading(row):
     return (_stored(row.value), _stored(row.numerator), _stored(row.denominator), row.extra)
 
 
-def write(grain, periods, rows, slices=None, kpis=None, families=None):
+def write(grain, periods, rows, slices=None, kpis=None, families=None, breakdowns=None):
     """Make the snapshots of ``periods`` exactly ``rows``, writing only the rows whose
     reading changed (an incremental recompute changes the few slices of one deal).
     ``slices``: ``rows`` hold the family KPIs of those slices only (``snapshots``), so
     only they and the company-level KPIs are replaced; with ``families``, only those
-    families' KPIs of those slices; ``kpis`` (codes): those KPIs' rows only, in
+    families' KPIs of those slices, and with ``breakdowns`` (breakdown keys), of
+    those breakdowns only; ``kpis`` (codes): those KPIs' rows only, in
     ``slices``. The computation only reads; the
     write transaction is kept short, so it never holds the database (SQLite's single
     writer lock, PostgreSQL row locks) while aggregating."""
@@ -476,6 +508,10 @@ def write(grain, periods, rows, slices=None, kpis=None, families=None):
             in_slices &= Q(kpi__in=sorted(family_kpis(families)))
             if not reads_customers(families):
                 computed = computed - set(company.CUSTOMER_KPIS)
+            if not reads_pipeline(families):
+                computed = computed - set(company.PIPELINE_KPIS)
+        if breakdowns is not None:
+            in_slices &= Q(breakdown="") | Q(breakdown__in=sorted(breakdowns))
         stored = stored.filter(in_slices | Q(kpi__in=sorted(computed)))
     return replace(stored, rows, stamped)
 
@@ -531,7 +567,13 @@ def adjacent_runs(periods):
 
 def changed_slices(changed):
     """The slices of ``changed`` ({day: {family: slices}}, ``ledger.replace_days``)."""
-    return {s for families in changed.values() for slices in families.values() for s in slices}
+    return {
+        s
+        for families in changed.values()
+        for name, slices in families.items()
+        if name != dirty.BREAKDOWNS
+        for s in slices
+    }
 
 
 def store_days(periods, now=None, before_from_ledger=False):
@@ -583,6 +625,7 @@ def store_days_from_ledger(periods, changed, now=None):
             median_days.append(Period(Grain.DAY, day))
     refresh_medians(Grain.DAY, median_days, dict(medians))
     slices, families = changed_slices(changed), changed_families(changed)
+    breakdowns = changed_breakdowns(changed)
     total = 0
     for run in adjacent_runs(sorted(set(periods))):
         measures = ledger.load(
@@ -592,9 +635,13 @@ def store_days_from_ledger(periods, changed, now=None):
             slices,
             families,
             totals_of=[run[0].previous().start],
+            breakdowns=breakdowns,
         )
-        rows = snapshots(Grain.DAY, run, measures, now or timezone.now(), slices, families=families)
-        total += write(Grain.DAY, run, rows, slices, families=families)
+        now = now or timezone.now()
+        rows = snapshots(
+            Grain.DAY, run, measures, now, slices, families=families, breakdowns=breakdowns
+        )
+        total += write(Grain.DAY, run, rows, slices, families=families, breakdowns=breakdowns)
     return total
 
 
@@ -691,6 +738,7 @@ def store(
     slices=None,
     only_medians=False,
     families=None,
+    breakdowns=None,
 ):
     """Replace the snapshots of ``periods``: same input, same rows. A day is computed
     from the deals (``store_days``); a larger period from its ledger row, whose sums
@@ -698,7 +746,8 @@ def store(
     the caller has just recomputed them (``days_fresh``), the days of the periods (and
     of the period before the first) are recomputed into the ledger first. ``slices``:
     the family KPIs of those slices only (``snapshots``); ``families``: of those
-    families only (the changes of deals, ``recompute_days``). ``only_medians``: only the
+    families only (the changes of deals, ``recompute_days``), and of their breakdowns
+    ``breakdowns`` only (``changed_breakdowns``). ``only_medians``: only the
     KPIs read from medians (``MEDIAN_KPIS``), when nothing else has moved."""
     periods = sorted(set(periods))
     if not periods:
@@ -711,8 +760,10 @@ def store(
     starts = {p.start for p in periods}
     # Growth reads the company-level totals of the period before.
     before = () if only_medians else {p.previous().start for p in periods}
-    measures = ledger.load(grain, starts, Measures(), slices, families, totals_of=before)
-    rows = snapshots(
-        grain, periods, measures, now or timezone.now(), slices, only_medians, families
+    measures = ledger.load(
+        grain, starts, Measures(), slices, families, totals_of=before, breakdowns=breakdowns
     )
-    return write(grain, periods, rows, slices, MEDIAN_KPIS if only_medians else None, families)
+    now = now or timezone.now()
+    rows = snapshots(grain, periods, measures, now, slices, only_medians, families, breakdowns)
+    kpis = MEDIAN_KPIS if only_medians else None
+    return write(grain, periods, rows, slices, kpis, families, breakdowns)

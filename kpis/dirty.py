@@ -59,6 +59,13 @@ def mark_days(days: Iterable, whole=True):
     _enqueue_on_commit()
 
 
+#: A scope's entry, beside its families, listing the breakdowns (``breakdown_key``s:
+#: "source:web") whose ledger rows the applied changes moved on the day, whatever the
+#: family or slice: those changes move no other breakdown's KPIs
+#: (``compute.changed_breakdowns``).
+BREAKDOWNS = "~breakdowns"
+
+
 def merged_scopes(*scopes):
     """{day: {family: set of slices}}: every one of ``scopes`` (the same shape, any
     iterable of slices) together."""

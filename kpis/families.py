@@ -355,6 +355,8 @@ class Family:
     # the database finds a short range's rows by index instead of deriving every row's
     # moment (``NARROW_SPAN``). It only narrows; the moment itself still decides.
     narrow: object = None
+    # The moment is a local date (a DateField, not a timestamp): bucketed as it is.
+    local_date: bool = False
 
     def base(self):
         qs = self.model.objects.all()
@@ -410,6 +412,12 @@ class Family:
         return [Source(self.model, "_moment")]
 
     def bucket(self, grain):
+        if self.local_date:
+            # A date is its own day; ranges compare as local dates (Django turns an
+            # aware bound into its local date for a DateField).
+            if grain == Grain.DAY:
+                return F("_moment")
+            return Trunc("_moment", grain, output_field=DateField())
         return Trunc("_moment", grain, output_field=DateField(), tzinfo=tz())
 
     def _grouped(self, grain, start_at, end_at, breakdown_type=None, rows=None):
@@ -755,6 +763,11 @@ def _sum(expr, q=None):
     return Sum(expr, filter=q) if q is not None else Sum(expr)
 
 
+def pipeline_measure(stage):
+    """The ``pipeline`` family's measure of the open value in ``stage``."""
+    return f"value_{stage}"
+
+
 WON = Q(status=Status.WON)
 OPEN = Q(status=Status.OPEN)
 OPPORTUNITY = Q(entered_needs_at__isnull=False)
@@ -1024,6 +1037,22 @@ FAMILIES = {
         where=OPPORTUNITY & (Q(won_at__isnull=False) | Q(lost_at__isnull=False)),
         narrow=any_within("entered_needs_at", "won_at", "lost_at"),
         measures={"n": _count()},
+    ),
+    # Open opportunities by their expected close date, with their current value per
+    # stage: the weighted pipeline and its coverage (company-level KPIs) read these
+    # sums (``CompanyKpis.open_pipeline``) instead of every open deal, so a deal's
+    # change moves them by its difference like any other family. A state, not an
+    # event: a deal leaves it when it is won or lost, whatever the day. No family KPI.
+    "pipeline": Family(
+        name="pipeline",
+        model=Deal,
+        date="expected_close_date",
+        local_date=True,
+        where=OPEN & OPPORTUNITY,
+        measures={
+            pipeline_measure(stage): _sum("current_value_base", Q(stage=stage))
+            for stage in stages.ORDER
+        },
     ),
     **_stage_families(),
 }

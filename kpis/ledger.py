@@ -168,19 +168,22 @@ PEOPLE_TOTALS = Q(breakdown="") & (
 )
 
 
-def load(grain, starts, measures, slices=None, families=None, totals_of=()):
+def load(grain, starts, measures, slices=None, families=None, totals_of=(), breakdowns=None):
     """Add the stored sums and medians of the periods starting at ``starts`` to
     ``measures`` (a kpis.compute.Measures). ``slices``: the rows of those slices, and
     the totals the company-level KPIs read (``PEOPLE_TOTALS``), only; ``families``:
     of the breakdowns' rows, those holding any of those families only. ``totals_of``:
     more period starts, whose ``PEOPLE_TOTALS`` alone are read (a period before,
-    which only the company-level KPIs' growth compares with)."""
+    which only the company-level KPIs' growth compares with). ``breakdowns``
+    (breakdown keys): of the breakdowns' rows, those only."""
     wanted = Q(period_start__in=sorted(set(starts)))
     if slices is not None:
         wanted &= Q(slice__in=sorted(slices)) | PEOPLE_TOTALS
     if families is not None:
         holding = Q(sums__has_any_keys=sorted(families)) if families else Q(pk__in=[])
         wanted &= Q(breakdown="") | holding
+    if breakdowns is not None:
+        wanted &= Q(breakdown="") | Q(breakdown__in=sorted(breakdowns))
     totals = Q(period_start__in=sorted(set(totals_of) - set(starts))) & PEOPLE_TOTALS
     rows = PeriodMeasures.objects.filter(wanted | totals, grain=grain)
     for start, slice_, breakdown, sums, medians in rows.values_list(

@@ -18,6 +18,7 @@ from funnel.models import Activity, Deal, MarketingSpend, Offer, SalesCost
 from kpis import changes, company, dirty, ledger, reading
 from kpis.compute import (
     MEDIAN_FAMILIES,
+    changed_breakdowns,
     changed_families,
     changed_slices,
     refresh_larger_medians,
@@ -124,9 +125,13 @@ def data_span():
         if span["first"]:
             firsts.append(span["first"])
             lasts.append(span["last"])
-    expected = Deal.objects.aggregate(last=Max("expected_close_date"))["last"]
-    if expected:
-        lasts.append(expected)
+    # The open pipeline is kept by expected close date (the ``pipeline`` family).
+    expected = Deal.objects.aggregate(
+        first=Min("expected_close_date"), last=Max("expected_close_date")
+    )
+    if expected["first"]:
+        firsts.append(expected["first"])
+        lasts.append(expected["last"])
     lasts.append(today())
     return (min(firsts) if firsts else today()), max(lasts)
 
@@ -287,12 +292,7 @@ def recompute_days(days, claimed=None):
         # may still be stale, and its recompute covers only its own days' periods).
         if not dirty.held_elsewhere(before=max(days), mine=days):
             company.preset("owner_timeline", LedgerOwners())
-        # The open pipeline of every grain's periods of the dirty days, in one query.
         by_grain = periods_for_days(days)
-        periods = [p for grain in by_grain.values() for p in grain]
-        company.preset(
-            "pipeline_span", (min(p.start for p in periods), max(p.end for p in periods))
-        )
         day_periods = [Period(Grain.DAY, d) for d in wanted]
         if whole:
             written, changed = store_days(day_periods, before_from_ledger=True)
@@ -306,6 +306,7 @@ def recompute_days(days, claimed=None):
         # stored medians.
         slices = None if whole else changed_slices(changed)
         families = None if whole else changed_families(changed)
+        breakdowns = None if whole else changed_breakdowns(changed)
         for grain, periods in by_grain.items():
             if grain != Grain.DAY:
                 total += store(
@@ -315,6 +316,7 @@ def recompute_days(days, claimed=None):
                     days_fresh=True,
                     slices=slices,
                     families=families,
+                    breakdowns=breakdowns,
                 )
     # Their medians, for the families and slices whose day rows changed: those of the
     # changed deals alone. A retried batch cannot tell what its first attempt changed.

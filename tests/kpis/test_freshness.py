@@ -480,8 +480,8 @@ def test_within_an_hour_the_incremental_open_pipeline_equals_a_full_ones(
 ):
     """Within an hour (its statistics stored, every period's pipeline refreshed), an
     incremental recompute weighs the open pipeline of the dirty days' periods of every
-    grain from one query by day; a full recompute makes one query per grain. Both
-    store the same rows."""
+    grain from the ledger's ``pipeline`` family, reading no open deal; the hour's
+    refresh reads them from the deals. Both store what a full recompute stores."""
     offer = deal_in_stage(teammate, Stage.OFFER, start_days_ago=90)
     needs = deal_in_stage(rep, Stage.NEEDS, start_days_ago=40)
     # The data span reaches 60 days ahead already: the dates set below fall inside it
@@ -501,7 +501,7 @@ def test_within_an_hour_the_incremental_open_pipeline_equals_a_full_ones(
 
     monkeypatch.setattr(company, "_open_pipeline", spy)
     recompute.recompute_all_dirty()
-    assert queries == [()]  # one query, by day (the default grain), for every grain
+    assert queries == []  # from the ledger
     incremental = snapshot_rows()
     weighted = KpiSnapshot.objects.get(
         kpi="weighted_pipeline",
@@ -511,6 +511,10 @@ def test_within_an_hour_the_incremental_open_pipeline_equals_a_full_ones(
     )
     assert weighted.numerator > 0
     recompute.recompute_all()
+    assert incremental == snapshot_rows()
+    # The hour's refresh weighs the open deals themselves: the same digits.
+    recompute.refresh_hour()
+    assert queries == [("day",), ("week",), ("month",), ("quarter",), ("year",)]
     assert incremental == snapshot_rows()
 
 

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from funnel import domain
 from funnel.stages import Stage
-from kpis import company, dirty, ledger, reading, recompute
+from kpis import changes, company, dirty, ledger, reading, recompute
 from kpis.compute import COMPANY_COMPUTED, Measures
 from kpis.models import DirtyDay, KpiSnapshot, PeriodMeasures, StaleMedian
 from kpis.periods import Grain, Period, local_date, today
@@ -225,3 +225,80 @@ def test_the_company_level_medians_alone_are_those_of_the_whole_computation(rep,
     values = {row.slice: row.value for row in alone}
     assert values["company"] is not None and values[f"rep:{rep.pk}"] is not None
     assert {row.kpi for row in alone} == set(company.MEDIAN_KPIS)
+
+
+def _month_breakdown(code, slice_key, breakdown):
+    month = Period.containing(Grain.MONTH, today())
+    return KpiSnapshot.objects.get(
+        kpi=code, grain=Grain.MONTH, period_start=month.start, slice=slice_key, breakdown=breakdown
+    )
+
+
+def test_a_deals_change_recomputes_the_breakdowns_whose_rows_it_moved(rep):
+    """A breakdown's KPIs read its own ledger row alone: a change recomputes and
+    compares the breakdowns whose rows it moved (``dirty.BREAKDOWNS``), the others are
+    neither read nor rewritten (the "fair" reading made wrong on purpose stays so)."""
+    make_deal(rep, at=days_ago(1), heard_from="fair")
+    make_deal(rep, at=days_ago(1), heard_from="web")
+    recompute.recompute_all()
+    fair = _month_breakdown("leads", f"rep:{rep.pk}", "source:fair")
+    KpiSnapshot.objects.filter(pk=fair.pk).update(value=Decimal(99))
+    deal = make_deal(rep, at=timezone.now(), heard_from="web")
+    changes.apply_pending()  # the day marked with what moved (``DirtyDay.scope``)
+    assert DirtyDay.objects.get(day=today()).scope[dirty.BREAKDOWNS] == ["source:web"]
+    recompute.recompute_all_dirty()
+    assert _month_breakdown("leads", f"rep:{rep.pk}", "source:web").value == 2
+    assert _month_breakdown("leads", "company", "source:web").value == 2
+    assert _month_breakdown("leads", f"rep:{rep.pk}", "source:fair").value == 99
+    # A change of the source alone moves two breakdowns and no total.
+    domain.update_deal(deal, by=rep, heard_from="fair")
+    changes.apply_pending()
+    stored = DirtyDay.objects.get(day=today()).scope
+    assert stored[dirty.BREAKDOWNS] == ["source:fair", "source:web"]
+    assert stored["lead"] == sorted(["company", f"rep:{rep.pk}", f"team:{rep.team_id}"])
+    recompute.recompute_all_dirty()
+    assert _month_breakdown("leads", f"rep:{rep.pk}", "source:web").value == 1
+    assert _month_breakdown("leads", f"rep:{rep.pk}", "source:fair").value == 2
+    incremental = snapshot_rows()
+    recompute.recompute_all()
+    assert snapshot_rows() == incremental
+
+
+def test_only_a_change_of_the_open_pipeline_or_the_won_value_recomputes_the_pipeline_kpis(rep):
+    """The weighted pipeline and coverage read the ledger's ``pipeline`` family (open
+    opportunities by expected close date) and the won value: a new lead moves neither,
+    and the weighted pipeline's reading made wrong on purpose stays so; a change of an
+    opportunity's expected close date moves its value from one period to another."""
+    close = today() + datetime.timedelta(days=1)
+    deal = deal_in_stage(rep, Stage.OFFER, start_days_ago=10)
+    domain.update_deal(deal, by=rep, expected_close_date=close)
+    # The data span reaches 90 days ahead: the dates set below fall inside it.
+    far = deal_in_stage(rep, Stage.NEEDS, start_days_ago=10)
+    domain.update_deal(far, by=rep, expected_close_date=close + datetime.timedelta(days=90))
+    recompute.recompute_all()
+    month = Period.containing(Grain.MONTH, close)
+    weighted = KpiSnapshot.objects.get(
+        kpi="weighted_pipeline", grain=Grain.MONTH, period_start=month.start, slice="company"
+    )
+    assert weighted.numerator > 0
+    KpiSnapshot.objects.filter(pk=weighted.pk).update(value=Decimal(99))
+    make_deal(rep, at=timezone.now())
+    recompute.recompute_all_dirty()
+    weighted.refresh_from_db()
+    assert weighted.value == 99
+    later = Period.containing(Grain.MONTH, close).end + datetime.timedelta(days=3)
+    domain.update_deal(deal, by=rep, expected_close_date=later)
+    recompute.recompute_all_dirty()
+    before = weighted.numerator
+    weighted.refresh_from_db()
+    assert (weighted.value, weighted.numerator) == (0, 0)  # nothing left to weigh
+    moved = KpiSnapshot.objects.get(
+        kpi="weighted_pipeline",
+        grain=Grain.MONTH,
+        period_start=Period.containing(Grain.MONTH, later).start,
+        slice=f"rep:{rep.pk}",
+    )
+    assert moved.numerator == before
+    incremental = snapshot_rows()
+    recompute.recompute_all()
+    assert snapshot_rows() == incremental
