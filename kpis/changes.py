@@ -41,7 +41,7 @@ from funnel.bulk import update_rows
 from funnel.models import Deal
 from kpis import dirty, ledger
 from kpis.models import PendingChange
-from kpis.periods import Grain
+from kpis.periods import Grain, today
 
 #: The advisory lock (PostgreSQL) a gather holds shared and the worker exclusively.
 LOCK_KEY = 0x4C656A656B  # "Lejek"
@@ -248,6 +248,8 @@ def apply_pending(claimed_days=(), limit=APPLY_BATCH):
                     # no measure (kpis.company.CUSTOMER_KPIS).
                     if "won" in new.get(key, {}) or "won" in old.get(key, {}):
                         touched[key[0]]["won"].add(key[1])
+                # Its open deals now (today's period) may move with no sum.
+                touched[today()][dirty.DEALS].update(key[1] for key in (*new, *old) if not key[2])
             for families in touched.values():
                 families.setdefault(dirty.BREAKDOWNS, set())  # says so when none moved
             for grain in (Grain.DAY, *ledger.LARGER):

@@ -175,7 +175,10 @@ def _days(delta):
 
 
 class CompanyKpis:
-    def __init__(self, grain, periods, measures, spend, now, computed_at):
+    def __init__(self, grain, periods, measures, spend, now, computed_at, slices=None):
+        """``slices``: the KPIs of those slices only (a batch of deal changes: the
+        slices of the changed deals, whose readings alone can have moved)."""
+        self.only = None if slices is None else frozenset(slices)
         self.grain = grain
         self.periods = periods
         self.measures = measures
@@ -187,6 +190,8 @@ class CompanyKpis:
         self.rows = []
 
     def add(self, code, period, slice_, value, num=None, den=None, extra=None):
+        if self.only is not None and slice_ not in self.only:
+            return
         self.rows.append(
             SnapshotRow(
                 kpi=code,
@@ -218,7 +223,8 @@ class CompanyKpis:
         return self.targets(), pipeline, _roll_up(inputs["trailing"], self.owners, ("won", "lost"))
 
     def people_slices(self):
-        return ["company", *(f"team:{t}" for t in self.teams), *(f"rep:{r}" for r in self.reps)]
+        every = ["company", *(f"team:{t}" for t in self.teams), *(f"rep:{r}" for r in self.reps)]
+        return every if self.only is None else [s for s in every if s in self.only]
 
     # --- inputs that need their own queries -----------------------------------------
 
@@ -851,10 +857,11 @@ def percentile(values, pct):
     return values[low] + (values[high] - values[low]) * (position - low)
 
 
-def compute(grain, periods, measures, spend, now, computed_at, customers=True, pipeline=True):
-    return CompanyKpis(grain, periods, measures, spend, now, computed_at).compute(
-        customers, pipeline
-    )
+def compute(
+    grain, periods, measures, spend, now, computed_at, customers=True, pipeline=True, slices=None
+):
+    kpis = CompanyKpis(grain, periods, measures, spend, now, computed_at, slices)
+    return kpis.compute(customers, pipeline)
 
 
 def medians_only(grain, periods, measures, now, computed_at):

@@ -309,8 +309,9 @@ def snapshots(
     breakdowns=None,
 ):
     """Unsaved snapshots of ``periods`` (sorted) from their ``measures`` (and those of
-    each one's previous period). ``slices``: the family KPIs of those slices only (the
-    company-level ones are all computed: they read more than their slice's rows);
+    each one's previous period). ``slices``: the KPIs of those slices only (the
+    company-level ones of a team or the company read their members' rows, which a
+    change of a member's deal puts in its scope with them);
     ``families`` (names): of those families only (``family_kpis``); ``breakdowns``
     (breakdown keys): of those slices' breakdowns, those only (``changed_breakdowns``).
     ``only_medians``: the KPIs read from medians alone (``MEDIAN_KPIS``), in ``slices``."""
@@ -370,7 +371,7 @@ def snapshots(
     else:
         customers, pipeline = reads_customers(families), reads_pipeline(families)
         out += company.compute(
-            grain, periods, measures, spend, now, computed_at, customers, pipeline
+            grain, periods, measures, spend, now, computed_at, customers, pipeline, slices
         )
     # Stored sparsely: a row that says exactly what an absent row reads as (a count of
     # 0, a ratio of 0 ÷ 0) is not written (kpis/reading.py, ``empty``).
@@ -418,7 +419,9 @@ def reads_pipeline(families):
 
 def changed_families(changed):
     """The families of ``changed`` ({day: {family: slices}}, ``ledger.replace_days``)."""
-    return {name for families in changed.values() for name in families if name != dirty.BREAKDOWNS}
+    return {
+        name for families in changed.values() for name in families if name not in dirty.NOT_FAMILIES
+    }
 
 
 def changed_breakdowns(changed):
@@ -485,11 +488,11 @@ def _reading(row):
 def write(grain, periods, rows, slices=None, kpis=None, families=None, breakdowns=None):
     """Make the snapshots of ``periods`` exactly ``rows``, writing only the rows whose
     reading changed (an incremental recompute changes the few slices of one deal).
-    ``slices``: ``rows`` hold the family KPIs of those slices only (``snapshots``), so
-    only they and the company-level KPIs are replaced; with ``families``, only those
-    families' KPIs of those slices, and with ``breakdowns`` (breakdown keys), of
-    those breakdowns only; ``kpis`` (codes): those KPIs' rows only, in
-    ``slices``. The computation only reads; the
+    ``slices``: ``rows`` hold the KPIs of those slices only (``snapshots``), so only
+    theirs are replaced; with ``families``, only those families' KPIs and the
+    company-level ones that read them; with ``breakdowns`` (breakdown keys), of those
+    breakdowns only; ``kpis`` (codes): those KPIs' rows only, in ``slices``. The
+    computation only reads; the
     write transaction is kept short, so it never holds the database (SQLite's single
     writer lock, PostgreSQL row locks) while aggregating."""
     starts = [p.start for p in periods]
@@ -502,17 +505,16 @@ def write(grain, periods, rows, slices=None, kpis=None, families=None, breakdown
         if slices is not None:
             stored = stored.filter(slice__in=sorted(slices))
     elif slices is not None:
-        in_slices = Q(slice__in=sorted(slices))
-        computed = COMPANY_COMPUTED
+        stored = stored.filter(slice__in=sorted(slices))
+        if breakdowns is not None:
+            stored = stored.filter(Q(breakdown="") | Q(breakdown__in=sorted(breakdowns)))
         if families is not None:
-            in_slices &= Q(kpi__in=sorted(family_kpis(families)))
+            computed = COMPANY_COMPUTED
             if not reads_customers(families):
                 computed = computed - set(company.CUSTOMER_KPIS)
             if not reads_pipeline(families):
                 computed = computed - set(company.PIPELINE_KPIS)
-        if breakdowns is not None:
-            in_slices &= Q(breakdown="") | Q(breakdown__in=sorted(breakdowns))
-        stored = stored.filter(in_slices | Q(kpi__in=sorted(computed)))
+            stored = stored.filter(kpi__in=sorted(family_kpis(families) | computed))
     return replace(stored, rows, stamped)
 
 

@@ -66,6 +66,16 @@ def mark_days(days: Iterable, whole=True):
 BREAKDOWNS = "~breakdowns"
 
 
+#: A scope's entry, on today, listing the slices of every deal the applied changes
+#: touched, whether or not a sum moved: its open deals now (open deals and value per
+#: stage, stalled deals) may move with no family's sum (a lead's value, a note), and
+#: only the touched slices' company-level KPIs are computed (``compute.snapshots``).
+DEALS = "~deals"
+
+#: The scope's entries that are no family.
+NOT_FAMILIES = (BREAKDOWNS, DEALS)
+
+
 def merged_scopes(*scopes):
     """{day: {family: set of slices}}: every one of ``scopes`` (the same shape, any
     iterable of slices) together."""

@@ -63,6 +63,9 @@ def test_a_deals_change_recomputes_the_family_kpis_of_its_own_slices(rep, outsid
     make_deal(rep, at=days_ago(1))
     make_deal(outsider, at=days_ago(1))
     recompute.recompute_all()
+    # The changes still pending (a full recompute read them) are applied: they touch
+    # their deals' slices (``dirty.DEALS``).
+    recompute.recompute_all_dirty()
     KpiSnapshot.objects.filter(pk=_month_row("leads", f"rep:{outsider.pk}").pk).update(
         value=Decimal(99)
     )
@@ -72,12 +75,19 @@ def test_a_deals_change_recomputes_the_family_kpis_of_its_own_slices(rep, outsid
     assert _month_row("leads", f"rep:{rep.pk}").value == 2
     assert _month_row("leads", "company").value == 3
     assert _month_row("leads", f"rep:{outsider.pk}").value == 99
-    # The company-level KPIs of every slice are computed whatever the scope.
+    # The company-level KPIs of the deal's slices too, not of the outsider's.
     assert "new_leads_per_rep" in COMPANY_COMPUTED
     assert _month_row("new_leads_per_rep", "company").numerator == 3
+    outsiders = _month_row("new_leads_per_rep", f"team:{outsider.team_id}")
+    KpiSnapshot.objects.filter(pk=outsiders.pk).update(value=Decimal(99))
+    make_deal(rep, at=timezone.now())
+    recompute.recompute_all_dirty()
+    assert _month_row("new_leads_per_rep", "company").numerator == 4
+    assert _month_row("new_leads_per_rep", f"team:{outsider.team_id}").value == 99
     dirty.mark_days([today()])
     recompute.recompute_all_dirty()
     assert _month_row("leads", f"rep:{outsider.pk}").value == 1
+    assert _month_row("new_leads_per_rep", f"team:{outsider.team_id}").value == 1
     incremental = snapshot_rows()
     recompute.recompute_all()
     assert snapshot_rows() == incremental
@@ -302,3 +312,26 @@ def test_only_a_change_of_the_open_pipeline_or_the_won_value_recomputes_the_pipe
     incremental = snapshot_rows()
     recompute.recompute_all()
     assert snapshot_rows() == incremental
+
+
+def test_a_change_that_moves_no_sum_still_moves_its_deals_open_value_now(rep, outsider):
+    """A lead's value is in no family's sums, only in the open deals now: the change
+    puts the deal's slices in its scope (``dirty.DEALS``), not the outsider's."""
+    deal = make_deal(rep, at=days_ago(2), estimated_value=Decimal("1000"))
+    make_deal(outsider, at=days_ago(2), estimated_value=Decimal("500"))
+    recompute.recompute_all()
+    recompute.recompute_all_dirty()
+    assert _month_row("open_value_lead", f"rep:{rep.pk}").value == 1000
+    KpiSnapshot.objects.filter(pk=_month_row("open_value_lead", f"rep:{outsider.pk}").pk).update(
+        value=Decimal(99)
+    )
+    domain.update_deal(deal, by=rep, estimated_value=Decimal("2500"))
+    assert changes.apply_pending()[today()][dirty.DEALS] == {
+        "company",
+        f"team:{rep.team_id}",
+        f"rep:{rep.pk}",
+    }
+    recompute.recompute_all_dirty()
+    assert _month_row("open_value_lead", f"rep:{rep.pk}").value == 2500
+    assert _month_row("open_value_lead", "company").value == 3000
+    assert _month_row("open_value_lead", f"rep:{outsider.pk}").value == 99
