@@ -231,6 +231,7 @@ def apply_pending(claimed_days=(), limit=APPLY_BATCH):
             list(Deal.objects.select_for_update().filter(pk__in=ids).order_by("pk").values("pk"))
             after = contributions_by_deal(ids)
             delta, touched = {}, defaultdict(lambda: defaultdict(set))
+            now_slices = touched[today()][dirty.DEALS]  # the open deals now: today's
             for _, deal_id, before in rows:
                 new = _sums(after[deal_id]) if deal_id in after else {}
                 old = decode(before)
@@ -248,8 +249,8 @@ def apply_pending(claimed_days=(), limit=APPLY_BATCH):
                     # no measure (kpis.company.CUSTOMER_KPIS).
                     if "won" in new.get(key, {}) or "won" in old.get(key, {}):
                         touched[key[0]]["won"].add(key[1])
-                # Its open deals now (today's period) may move with no sum.
-                touched[today()][dirty.DEALS].update(key[1] for key in (*new, *old) if not key[2])
+                # Its open deals now may move with no sum (a lead's value, a note).
+                now_slices.update(key[1] for key in (*new, *old) if not key[2])
             for families in touched.values():
                 families.setdefault(dirty.BREAKDOWNS, set())  # says so when none moved
             for grain in (Grain.DAY, *ledger.LARGER):

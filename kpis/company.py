@@ -161,10 +161,9 @@ def _weighed(by_stage, probabilities):
     """(Σ value, Σ value × the stage's probability) of {stage: Σ value}, in stage order."""
     total = weighted = Decimal(0)
     for stage in stages.ORDER:
-        value = by_stage.get(stage)
-        if value is not None:
-            total += value
-            weighted += value * probabilities[stage]
+        value = by_stage.get(stage, 0)
+        total += value
+        weighted += value * probabilities[stage]
     return total, weighted
 
 
@@ -267,11 +266,9 @@ class CompanyKpis:
         if from_ledger:
             for period in self.periods:
                 for scope in self.people_slices():
-                    sums = self.measures.sums.get((period.start, scope, ""), {}).get("pipeline")
-                    for stage in stages.ORDER if sums else ():
-                        value = sums.get(pipeline_measure(stage))
-                        if value is not None:
-                            values[(period.start, scope)][stage] += value
+                    for stage in stages.ORDER:
+                        value = self.m(period, scope, "pipeline", pipeline_measure(stage))
+                        values[(period.start, scope)][stage] += value
         else:
             first, end = self.periods[0].start, self.periods[-1].end
             # By owner first, then into the owner's scopes: a few rows per owner.

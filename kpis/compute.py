@@ -381,8 +381,10 @@ def snapshots(
 SPEND = object()  # marks a (period, slice) with marketing spend
 
 
+@functools.cache
 def _kpis_by_family():
-    """Family name -> the family-computed KPIs that read it."""
+    """Family name -> the family-computed KPIs that read it (the registry is fixed:
+    built once)."""
     out = defaultdict(list)
     for kpi in KPIS:
         if kpi.family is None:
@@ -393,7 +395,7 @@ def _kpis_by_family():
             out["lost"].append(kpi)
         if kpi.computed_by == "spend":
             out[SPEND].append(kpi)
-    return out
+    return {name: tuple(kpis) for name, kpis in out.items()}
 
 
 def family_kpis(families):
@@ -628,7 +630,7 @@ def store_days_from_ledger(periods, changed, now=None):
     refresh_medians(Grain.DAY, median_days, dict(medians))
     slices, families = changed_slices(changed), changed_families(changed)
     breakdowns = changed_breakdowns(changed)
-    total = 0
+    total, now = 0, now or timezone.now()
     for run in adjacent_runs(sorted(set(periods))):
         measures = ledger.load(
             Grain.DAY,
@@ -639,7 +641,6 @@ def store_days_from_ledger(periods, changed, now=None):
             totals_of=[run[0].previous().start],
             breakdowns=breakdowns,
         )
-        now = now or timezone.now()
         rows = snapshots(
             Grain.DAY, run, measures, now, slices, families=families, breakdowns=breakdowns
         )

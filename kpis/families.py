@@ -454,8 +454,9 @@ class Family:
         return qs.order_by().values(*columns).annotate(**self.measures)
 
     def of_deals_prepared(self, breakdown_type=None, by_deal=False):
-        """PostgreSQL: ``of_deals``'s query compiled once per thread (``Prepared``), for the deal ids of each change: building a query through the
-        ORM costs more than PostgreSQL takes to run it through the deal key's index."""
+        """PostgreSQL: ``of_deals``'s query compiled once per thread (``Prepared``), for
+        the deal ids of each change: building a query through the ORM costs more than
+        PostgreSQL takes to run it through the deal key's index."""
         # Per thread, whose connection object Django keeps across reconnections.
         key = (self.name, breakdown_type, by_deal)
         cache = _prepared.__dict__.setdefault("queries", {})

@@ -475,6 +475,21 @@ def test_a_new_hour_takes_its_inputs_after_the_dirty_days_are_stored(rep, monkey
     assert incremental == snapshot_rows()
 
 
+def test_the_data_span_reaches_back_to_the_earliest_expected_close_date(rep):
+    """An open opportunity expected to close before any other moment of the data (an
+    overdue date entered by hand) is in the ledger's ``pipeline`` family on that day:
+    a full recompute builds the day, and its periods weigh the deal's value."""
+    deal = deal_in_stage(rep, Stage.OFFER, start_days_ago=10)
+    early = local_date(days_ago(40))
+    domain.update_deal(deal, by=rep, expected_close_date=early)
+    assert recompute.data_span()[0] == early
+    recompute.recompute_all()
+    coverage = KpiSnapshot.objects.get(
+        kpi="pipeline_coverage", grain="day", period_start=early, slice=f"rep:{rep.pk}"
+    )
+    assert coverage.numerator == deal.current_value_base == Decimal("10000")
+
+
 def test_within_an_hour_the_incremental_open_pipeline_equals_a_full_ones(
     rep, teammate, monkeypatch
 ):
