@@ -18,6 +18,7 @@ from kpis.models import (
     KpiSnapshot,
     LedgerState,
     MaturityHorizon,
+    OpenNow,
     PendingChange,
     PeriodMeasures,
     RecomputeJob,
@@ -164,7 +165,15 @@ class PeriodMeasuresAdmin(ViewOnlyMixin, admin.ModelAdmin):
 
 @admin.register(LedgerState)
 class LedgerStateAdmin(ViewOnlyMixin, admin.ModelAdmin):
-    list_display = ("built_at", "taken_at")
+    list_display = ("built_at", "taken_at", "open_as_of")
+
+
+@admin.register(OpenNow)
+class OpenNowAdmin(ViewOnlyMixin, admin.ModelAdmin):
+    """The open deals now per slice (kpis/opennow.py): written by the recomputes only."""
+
+    list_display = ("slice", "stages")
+    search_fields = ("slice",)
 
 
 @admin.register(RecomputeJob)

@@ -39,7 +39,7 @@ from django.db import connection, transaction
 
 from funnel.bulk import update_rows
 from funnel.models import Deal
-from kpis import dirty, ledger
+from kpis import dirty, ledger, opennow
 from kpis.models import PendingChange
 from kpis.periods import Grain, today
 
@@ -94,15 +94,16 @@ def capture(deal_pk):
         return
     before = encode(contributions([deal_pk]))
     PendingChange.objects.bulk_create(
-        [PendingChange(deal_id=deal_pk, before=before)], ignore_conflicts=True
+        [PendingChange(deal_id=deal_pk, before=before, before_open=opennow.state(deal_pk))],
+        ignore_conflicts=True,
     )
 
 
 def created(deal_pk):
-    """A deal just created: the ledger holds nothing of it."""
+    """A deal just created: the ledger and the open deals now hold nothing of it."""
     if not dirty.collecting():
         PendingChange.objects.bulk_create(
-            [PendingChange(deal_id=deal_pk, before=[])], ignore_conflicts=True
+            [PendingChange(deal_id=deal_pk, before=[], before_open=[])], ignore_conflicts=True
         )
 
 
@@ -200,6 +201,45 @@ def _replace(days, measures, seen):
     return changed
 
 
+# --- a count of the open deals now ----------------------------------------------------
+
+
+@contextmanager
+def _alone():
+    """PostgreSQL: no worker applies and no gather is between its snapshot and its
+    replacement until the block ends (a session lock: it spans a snapshot's
+    transaction and the replacement's)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [LOCK_KEY])
+    try:
+        yield
+    finally:
+        if connection.connection is not None:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
+
+
+def count_open(read, as_of, limits):
+    """Replace the open deals now (kpis.opennow) with ``read()`` (as
+    ``company.open_now``, counted at ``as_of`` with the stall ``limits``), read in one
+    snapshot with the pending changes' deals, whose ``before_open`` become what it
+    read. Returns what it read. No change is applied in between: on PostgreSQL the
+    count holds the worker's lock; SQLite runs one writer at a time."""
+    if not _postgresql() or connection.in_atomic_block:
+        with transaction.atomic():
+            _exclusive()
+            ledger._take()
+            per_slice = read()
+            opennow.replace(per_slice, as_of, limits, opennow.pending_states())
+        return per_slice
+    with _alone():
+        with _snapshot():
+            per_slice, seen = read(), opennow.pending_states()
+        with transaction.atomic():
+            opennow.replace(per_slice, as_of, limits, seen)
+    return per_slice
+
+
 # --- the worker's side ------------------------------------------------------------------
 
 
@@ -219,20 +259,28 @@ def apply_pending(claimed_days=(), limit=APPLY_BATCH):
             _exclusive()
             ledger._take()
             rows = list(
-                PendingChange.objects.order_by("deal_id").values_list("pk", "deal_id", "before")[
-                    :limit
-                ]
+                PendingChange.objects.order_by("deal_id").values_list(
+                    "pk", "deal_id", "before", "before_open"
+                )[:limit]
             )
             if not rows:
                 break
-            ids = [deal_id for _, deal_id, _ in rows]
+            ids = [deal_id for _, deal_id, _, _ in rows]
             # A change of these deals in progress finishes first: what it changes is
             # in "after", and its pending row (the same one) is deleted with the others.
             list(Deal.objects.select_for_update().filter(pk__in=ids).order_by("pk").values("pk"))
             after = contributions_by_deal(ids)
             delta, touched = {}, defaultdict(lambda: defaultdict(set))
             now_slices = touched[today()][dirty.DEALS]  # the open deals now: today's
-            for _, deal_id, before in rows:
+            # The open deals now, by difference too while their count holds (a pending
+            # row that kept no state makes it count again).
+            counted = opennow.as_counted()
+            if counted is not None and any(r[3] is None for r in rows):
+                opennow.forget()
+                counted = None
+            open_after = opennow.states(ids) if counted is not None else {}
+            open_delta = {}
+            for _, deal_id, before, before_open in rows:
                 new = _sums(after[deal_id]) if deal_id in after else {}
                 old = decode(before)
                 for key in set(new) | set(old):
@@ -249,13 +297,23 @@ def apply_pending(claimed_days=(), limit=APPLY_BATCH):
                     # no measure (kpis.company.CUSTOMER_KPIS).
                     if "won" in new.get(key, {}) or "won" in old.get(key, {}):
                         touched[key[0]]["won"].add(key[1])
-                # Its open deals now may move with no sum (a lead's value, a note).
-                now_slices.update(key[1] for key in (*new, *old) if not key[2])
+                if counted is None:
+                    # Its open deals now may move with no sum (a lead's value, a note):
+                    # every slice of the deal, counted again from the deals.
+                    now_slices.update(key[1] for key in (*new, *old) if not key[2])
+                else:
+                    opennow.add_into(
+                        open_delta,
+                        opennow.difference(before_open, open_after.get(deal_id, []), *counted),
+                    )
+            # The slices whose open deals now moved.
+            now_slices.update(open_delta)
+            opennow.add(open_delta)
             for families in touched.values():
                 families.setdefault(dirty.BREAKDOWNS, set())  # says so when none moved
             for grain in (Grain.DAY, *ledger.LARGER):
                 ledger._add(grain, delta)
-            PendingChange.objects.filter(pk__in=[pk for pk, _, _ in rows]).delete()
+            PendingChange.objects.filter(pk__in=[r[0] for r in rows]).delete()
             dirty.mark_scope({d: f for d, f in touched.items() if d not in claimed_days})
         scope = dirty.merged_scopes(scope, touched)
     return scope

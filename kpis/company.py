@@ -23,6 +23,7 @@ from accounts.models import Role, Team, User
 from funnel import stages
 from funnel.models import Deal
 from funnel.stages import Status
+from kpis import changes, opennow
 from kpis.families import (
     FAMILIES,
     SLICE_FIELDS,
@@ -582,16 +583,26 @@ class CompanyKpis:
         if not current:
             return
         period = current[0]
-        limits = self.inputs()["stall_limits"]
-        for key, by_stage in shared(
-            "open_now", lambda: open_now(self.now, limits, self.owners)
-        ).items():
+        for key, by_stage in shared("open_now", self.open_now).items():
             for stage in stages.ORDER:
                 n, value, _ = by_stage.get(stage, (0, Decimal(0), 0))
                 self.add(f"open_deals_{stage}", period, key, Decimal(n), Decimal(n))
                 self.add(f"open_value_{stage}", period, key, value, value)
             total_stalled = sum(v[2] for v in by_stage.values())
             self.add("stalled_deals", period, key, Decimal(total_stalled), Decimal(total_stalled))
+
+    def open_now(self):
+        """{slice: {stage: (open deals, value, stalled)}}: of the slices asked, as kept
+        by difference (kpis.opennow); of every slice, or when the stall limits of the
+        inputs are not those the table was counted with, counted from the deals and kept
+        (stalled deals as of now, with those limits)."""
+        limits = self.inputs()["stall_limits"]
+        if self.only is not None:
+            # Kept while counted with the stall limits in use (new inputs may move them).
+            counted = opennow.as_counted()
+            if counted is not None and counted[1] == limits:
+                return opennow.read(self.only)
+        return changes.count_open(lambda: open_now(self.now, limits, self.owners), self.now, limits)
 
 
 def open_now(now, limits, teams):

@@ -118,6 +118,9 @@ class PendingChange(models.Model):
 
     deal_id = models.BigIntegerField(_("deal"), unique=True)
     before = models.JSONField(_("measures before"), default=list)
+    #: What ``OpenNow`` holds for the deal (``kpis.opennow.state``): [] when it holds
+    #: nothing (the deal is not open), None when not known (kept by an older release).
+    before_open = models.JSONField(_("open deal before"), null=True, blank=True, default=None)
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
 
     class Meta:
@@ -426,6 +429,11 @@ class LedgerState(models.Model):
 
     taken_at = models.DateTimeField(_("taken at"), default=timezone.now)
     built_at = models.DateTimeField(_("built at"), null=True, blank=True)
+    #: When ``OpenNow`` was last counted from the deals (None: never, or no longer
+    #: right), and the stall limits its stalled deals were counted with; the changes
+    #: applied since count a deal stalled as of that moment, with those limits.
+    open_as_of = models.DateTimeField(_("open deals counted at"), null=True, blank=True)
+    open_limits = models.JSONField(_("stall limits used"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("measure ledger")
@@ -433,3 +441,21 @@ class LedgerState(models.Model):
 
     def __str__(self):
         return f"ledger built {self.built_at}"
+
+
+class OpenNow(models.Model):
+    """The open deals now of one slice, kept by difference like the ledger
+    (kpis.opennow): {stage: [open deals, their value, stalled deals]}, the value a
+    decimal string. Counted from the deals by a recompute of every slice of today
+    (stalled as of that moment, ``LedgerState.open_as_of``); each applied change then
+    adds its deal's difference."""
+
+    slice = models.CharField(_("slice"), max_length=140, unique=True)
+    stages = models.JSONField(_("per stage"), default=dict)
+
+    class Meta:
+        verbose_name = _("open deals now")
+        verbose_name_plural = _("open deals now")
+
+    def __str__(self):
+        return self.slice

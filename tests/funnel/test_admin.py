@@ -37,6 +37,7 @@ from kpis.models import (
     KpiSnapshot,
     LedgerState,
     MaturityHorizon,
+    OpenNow,
     PendingChange,
     PeriodMeasures,
     RecomputeJob,
@@ -75,6 +76,7 @@ VIEW_ONLY = {
     HourlyInputs,
     PeriodMeasures,
     LedgerState,
+    OpenNow,
     # django-axes records sign-ins; nobody adds them by hand.
     AccessAttempt,
     AccessLog,
@@ -168,6 +170,7 @@ def one_of_each(rep, team_a):
         grain="month", period_start=month, slice="company", defaults={"sums": {"lead": {"n": 2}}}
     )
     LedgerState.objects.get_or_create(pk=1)
+    OpenNow.objects.get_or_create(slice="company", defaults={"stages": {"lead": [1, "10.00", 0]}})
     reading.ensure_maturity()
     company.store_inputs(timezone.now())
     Token.objects.create(user=rep)
