@@ -119,17 +119,20 @@ def _postgresql():
 
 
 @contextmanager
-def _shared():
-    """PostgreSQL: hold the gathers' lock shared (a session lock: it spans the
-    snapshot's transaction and the replacement's)."""
+def _session_lock(shared):
+    """PostgreSQL: hold the gathers' lock, ``shared`` (a gather) or exclusively (a
+    count of the open deals now: no worker applies and no gather is between its
+    snapshot and its replacement). A session lock: it spans the snapshot's
+    transaction and the replacement's."""
+    kind = "_shared" if shared else ""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_lock_shared(%s)", [LOCK_KEY])
+        cursor.execute(f"SELECT pg_advisory_lock{kind}(%s)", [LOCK_KEY])
     try:
         yield
     finally:
         if connection.connection is not None:
             with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock_shared(%s)", [LOCK_KEY])
+                cursor.execute(f"SELECT pg_advisory_unlock{kind}(%s)", [LOCK_KEY])
 
 
 def _exclusive():
@@ -179,7 +182,7 @@ def gather_days(days, read):
             ledger._take()
             measures, seen = read(), _seen()
             return measures, _replace(days, measures, seen)
-    with _shared():
+    with _session_lock(shared=True):
         with _snapshot():
             measures, seen = read(), _seen()
         with transaction.atomic():
@@ -204,21 +207,6 @@ def _replace(days, measures, seen):
 # --- a count of the open deals now ----------------------------------------------------
 
 
-@contextmanager
-def _alone():
-    """PostgreSQL: no worker applies and no gather is between its snapshot and its
-    replacement until the block ends (a session lock: it spans a snapshot's
-    transaction and the replacement's)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_lock(%s)", [LOCK_KEY])
-    try:
-        yield
-    finally:
-        if connection.connection is not None:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
-
-
 def count_open(read, as_of, limits):
     """Replace the open deals now (kpis.opennow) with ``read()`` (as
     ``company.open_now``, counted at ``as_of`` with the stall ``limits``), read in one
@@ -232,7 +220,7 @@ def count_open(read, as_of, limits):
             per_slice = read()
             opennow.replace(per_slice, as_of, limits, opennow.pending_states())
         return per_slice
-    with _alone():
+    with _session_lock(shared=False):
         with _snapshot():
             per_slice, seen = read(), opennow.pending_states()
         with transaction.atomic():

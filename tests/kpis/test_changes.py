@@ -7,7 +7,6 @@ import time
 from decimal import Decimal
 
 import pytest
-from django.db import connection
 
 from funnel import domain
 from funnel.models import Deal
@@ -17,6 +16,7 @@ from kpis.models import DirtyDay, KpiSnapshot, PendingChange, PeriodMeasures
 from kpis.periods import Grain, Period, local_date
 from tests.factories import CompanyFactory, days_ago, deal_in_stage, make_deal, won_deal
 from tests.kpis.builders import ledger_rows, snapshot_rows
+from tests.threads import closing, in_thread
 
 
 def _before(deal):
@@ -145,26 +145,6 @@ def test_a_won_deal_moved_to_another_company_moves_the_customer_kpis(rep):
 # --- a gather meeting changes committed while it reads (PostgreSQL) ---------------------
 
 
-def _in_thread(function):
-    """Run ``function`` in another thread, on its own connection, and wait for it."""
-    errors = []
-
-    def run():
-        try:
-            function()
-        except Exception as exc:  # pragma: no cover - re-raised below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join(60)
-    assert not thread.is_alive()
-    if errors:
-        raise errors[0]
-
-
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_changes_committed_while_a_gather_reads_are_applied_once(
@@ -186,7 +166,7 @@ def test_changes_committed_while_a_gather_reads_are_applied_once(
         # saw are read next.
         if not done:
             done.append(True)
-            _in_thread(
+            in_thread(
                 lambda: (
                     domain.start_offer(
                         Deal.objects.get(pk=pending.pk),
@@ -249,20 +229,10 @@ def test_no_change_is_applied_between_a_gathers_snapshot_and_its_replacement(
         changes.apply_pending()
         order.append("applied")
 
-    threads = [threading.Thread(target=_closing(f)) for f in (gather, apply)]
+    threads = [threading.Thread(target=closing(f)) for f in (gather, apply)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
     assert order == ["gather read", "gather replaced", "applied"]
     assert not PendingChange.objects.exists()
-
-
-def _closing(function):
-    def run():
-        try:
-            function()
-        finally:
-            connection.close()
-
-    return run

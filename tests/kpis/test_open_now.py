@@ -8,7 +8,6 @@ import time
 from decimal import Decimal
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from accounts.models import User
@@ -20,6 +19,7 @@ from kpis.models import KpiSnapshot, OpenNow, PendingChange, StageSetting
 from kpis.periods import Grain, Period, today
 from tests.factories import days_ago, deal_in_stage, lost_reason, make_deal
 from tests.kpis.builders import snapshot_rows
+from tests.threads import closing, in_thread
 
 
 def _table():
@@ -171,26 +171,6 @@ def test_a_pending_change_that_kept_no_state_makes_the_next_recompute_count_agai
 # --- a count meeting changes committed while it reads (PostgreSQL) ----------------------
 
 
-def _in_thread(function):
-    """Run ``function`` in another thread, on its own connection, and wait for it."""
-    errors = []
-
-    def run():
-        try:
-            function()
-        except Exception as exc:  # pragma: no cover - re-raised below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join(60)
-    assert not thread.is_alive()
-    if errors:
-        raise errors[0]
-
-
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_changes_committed_while_a_count_reads_are_applied_once(
@@ -210,7 +190,7 @@ def test_changes_committed_while_a_count_reads_are_applied_once(
     def change_then_states():
         if not done:
             done.append(True)
-            _in_thread(
+            in_thread(
                 lambda: (
                     domain.update_deal(
                         Deal.objects.get(pk=pending.pk), by=rep, estimated_value=Decimal("4000")
@@ -281,7 +261,7 @@ def test_no_change_is_applied_while_a_count_reads_or_replaces(on_postgres, rep, 
         changes.apply_pending()
         order.append("applied")
 
-    threads = [threading.Thread(target=_closing(f)) for f in (count, apply)]
+    threads = [threading.Thread(target=closing(f)) for f in (count, apply)]
     for t in threads:
         t.start()
     for t in threads:
@@ -289,13 +269,3 @@ def test_no_change_is_applied_while_a_count_reads_or_replaces(on_postgres, rep, 
     assert order == ["count read", "count replaced", "applied"]
     assert not PendingChange.objects.exists()
     assert _table() == _fresh()
-
-
-def _closing(function):
-    def run():
-        try:
-            function()
-        finally:
-            connection.close()
-
-    return run
