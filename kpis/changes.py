@@ -266,7 +266,9 @@ def apply_pending(claimed_days=(), limit=APPLY_BATCH):
             if counted is not None and any(r[3] is None for r in rows):
                 opennow.forget()
                 counted = None
-            open_after = opennow.states(ids) if counted is not None else {}
+            if counted is not None:
+                cutoffs = opennow.stall_cutoffs(*counted)  # stalled as of the count
+                open_after = opennow.states(ids)
             open_delta = {}
             for _, deal_id, before, before_open in rows:
                 new = _sums(after[deal_id]) if deal_id in after else {}
@@ -292,7 +294,7 @@ def apply_pending(claimed_days=(), limit=APPLY_BATCH):
                 else:
                     opennow.add_into(
                         open_delta,
-                        opennow.difference(before_open, open_after.get(deal_id, []), *counted),
+                        opennow.difference(before_open, open_after.get(deal_id, []), cutoffs),
                     )
             # The slices whose open deals now moved.
             now_slices.update(open_delta)

@@ -9,7 +9,6 @@ team and rep), never a loop over deals. Definitions: docs/kpis.md, "Company leve
 
 import bisect
 import contextlib
-import datetime
 import threading
 from collections import defaultdict
 from decimal import Decimal
@@ -612,10 +611,7 @@ def open_now(now, limits, teams):
     reopening) and its latest activity are both older than its stage's limit; the deal
     row keeps both moments (``Deal.stage_changed_at``, ``Deal.last_activity_at``)."""
     stalled = Q()
-    for stage, days in limits.items():
-        if days is None:
-            continue
-        cutoff = now - datetime.timedelta(days=days)
+    for stage, cutoff in opennow.stall_cutoffs(now, limits).items():
         stalled |= Q(stage=stage, stage_changed_at__lt=cutoff) & (
             Q(last_activity_at__isnull=True) | Q(last_activity_at__lt=cutoff)
         )

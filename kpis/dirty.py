@@ -66,10 +66,11 @@ def mark_days(days: Iterable, whole=True):
 BREAKDOWNS = "~breakdowns"
 
 
-#: A scope's entry, on today, listing the slices of every deal the applied changes
-#: touched, whether or not a sum moved: its open deals now (open deals and value per
-#: stage, stalled deals) may move with no family's sum (a lead's value, a note), and
-#: only the touched slices' company-level KPIs are computed (``compute.snapshots``).
+#: A scope's entry, on today, listing the slices whose open deals now (open deals and
+#: value per stage, stalled deals; kpis.opennow) the applied changes moved, whether or
+#: not a sum moved (a lead's value, a note move no family's sum): only the touched
+#: slices' company-level KPIs are computed (``compute.snapshots``). While the open
+#: deals now are not counted, every slice of every changed deal.
 DEALS = "~deals"
 
 #: The scope's entries that are no family.

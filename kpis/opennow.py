@@ -25,39 +25,41 @@ under the lock that keeps the worker out (``changes.exclusively``).
 """
 
 import datetime
-from collections import defaultdict
 from decimal import Decimal
 
 from funnel.bulk import update_rows
 from funnel.models import Deal
 from kpis.models import LedgerState, OpenNow, PendingChange
 
-ZERO = (0, Decimal(0), 0)
-
-
 # --- one deal -----------------------------------------------------------------------
 
 
-def _slices(owner, team, channel, segment, industry):
-    """The slices of a deal (as ``compute.slice_keys``)."""
-    keys = ["company"]
-    if owner is not None:
-        keys.append(f"rep:{owner}")
-        if team is not None:
-            keys.append(f"team:{team}")
-    if channel is not None:
-        keys.append(f"channel:{channel}")
-    if segment:
-        keys.append(f"segment:{segment}")
-    if industry:
-        keys.append(f"industry:{industry}")
-    return keys
+def stall_cutoffs(as_of, limits):
+    """{stage: moment}: a deal in the stage is stalled at ``as_of`` when its latest stage
+    change and latest activity are both before the moment (``limits``: days per stage,
+    None for no limit). The one rule of ``company.open_now`` and ``is_stalled``."""
+    return {
+        stage: as_of - datetime.timedelta(days=days)
+        for stage, days in limits.items()
+        if days is not None
+    }
+
+
+def is_stalled(stage, changed, activity, cutoffs):
+    """Whether a deal in ``stage`` whose latest stage change and activity are
+    ``changed`` and ``activity`` is stalled (``stall_cutoffs``)."""
+    cutoff = cutoffs.get(stage)
+    if cutoff is None or changed is None:
+        return False
+    return changed < cutoff and (activity is None or activity < cutoff)
 
 
 def states(deal_ids):
     """{deal id: its state} of the open deals among ``deal_ids``: [stage, value,
     latest stage change, latest activity, slices] (JSON: the value a decimal string,
     the moments ISO strings). A deal that is not open has none."""
+    from kpis.compute import slice_keys  # kpis.compute imports this module's users
+
     if not deal_ids:
         return {}
     rows = (
@@ -82,7 +84,10 @@ def states(deal_ids):
             str(value or 0),
             changed.isoformat() if changed else None,
             activity.isoformat() if activity else None,
-            _slices(owner, team, channel, segment, industry),
+            slice_keys(
+                {"_owner": owner, "_channel": channel, "_segment": segment, "_industry": industry},
+                {owner: team},
+            ),
         ]
         for pk, stage, value, changed, activity, owner, team, channel, segment, industry in rows
     }
@@ -93,17 +98,7 @@ def state(deal_pk):
     return states([deal_pk]).get(deal_pk, [])
 
 
-def is_stalled(stage, changed, activity, as_of, limits):
-    """Whether a deal in ``stage`` whose latest stage change and activity are
-    ``changed`` and ``activity`` is stalled at ``as_of`` (as ``company.open_now``)."""
-    days = limits.get(stage)
-    if days is None or changed is None:
-        return False
-    cutoff = as_of - datetime.timedelta(days=days)
-    return changed < cutoff and (activity is None or activity < cutoff)
-
-
-def _entries(state_, as_of, limits, sign):
+def _entries(state_, cutoffs, sign):
     if not state_:
         return
     stage, value, changed, activity, slices = state_
@@ -111,37 +106,38 @@ def _entries(state_, as_of, limits, sign):
         stage,
         datetime.datetime.fromisoformat(changed) if changed else None,
         datetime.datetime.fromisoformat(activity) if activity else None,
-        as_of,
-        limits,
+        cutoffs,
     )
     for slice_ in slices:
         yield slice_, stage, (sign, sign * Decimal(value), sign * int(stalled))
 
 
-def difference(before, after, as_of, limits):
+def _plus(target, slice_, stage, values):
+    """Add [open deals, value, stalled] into ``target``'s entry of the slice and stage."""
+    entry = target.setdefault(slice_, {}).setdefault(stage, [0, Decimal(0), 0])
+    for i, v in enumerate(values):
+        entry[i] += v
+
+
+def difference(before, after, cutoffs):
     """{slice: {stage: [Δ open deals, Δ value, Δ stalled]}} of a deal's state moving from
-    ``before`` to ``after``, stalled tested at ``as_of`` with ``limits``; no zero entry."""
-    delta = defaultdict(lambda: defaultdict(lambda: [0, Decimal(0), 0]))
+    ``before`` to ``after``, stalled tested with ``cutoffs``; no zero entry."""
+    delta = {}
     for state_, sign in ((before, -1), (after, 1)):
-        for slice_, stage, values in _entries(state_, as_of, limits, sign):
-            entry = delta[slice_][stage]
-            for i, v in enumerate(values):
-                entry[i] += v
-    return {
+        for slice_, stage, values in _entries(state_, cutoffs, sign):
+            _plus(delta, slice_, stage, values)
+    kept = {
         slice_: {stage: e for stage, e in by_stage.items() if any(e)}
         for slice_, by_stage in delta.items()
-        if any(any(e) for e in by_stage.values())
     }
+    return {slice_: by_stage for slice_, by_stage in kept.items() if by_stage}
 
 
 def add_into(target, delta):
-    """Add one ``difference`` into another."""
+    """Add one ``difference`` into another (or into a slice's stored entries)."""
     for slice_, by_stage in delta.items():
-        into = target.setdefault(slice_, {})
         for stage, values in by_stage.items():
-            entry = into.setdefault(stage, [0, Decimal(0), 0])
-            for i, v in enumerate(values):
-                entry[i] += v
+            _plus(target, slice_, stage, values)
 
 
 # --- the table ----------------------------------------------------------------------
@@ -173,27 +169,33 @@ def _encoded(by_stage):
     }
 
 
+def _write(per_slice, stored):
+    """Store {slice: {stage: (open deals, value, stalled)}}: the rows of ``stored``
+    ({slice: pk}) updated, any other slice's created."""
+    changed, new = [], []
+    for slice_, by_stage in sorted(per_slice.items()):
+        pk = stored.get(slice_)
+        if pk is None:
+            new.append(OpenNow(slice=slice_, stages=_encoded(by_stage)))
+        else:
+            changed.append((pk, _encoded(by_stage)))
+    update_rows(OpenNow, ["stages"], changed)
+    OpenNow.objects.bulk_create(new)
+
+
 def add(delta):
     """Inside the worker's transaction (the ledger taken): add ``delta`` (``difference``s
     added up) to the table."""
     if not delta:
         return
-    stored = dict(OpenNow.objects.filter(slice__in=sorted(delta)).values_list("slice", "pk"))
-    stages = dict(OpenNow.objects.filter(pk__in=stored.values()).values_list("pk", "stages"))
-    changed, new = [], []
-    for slice_, by_stage in sorted(delta.items()):
-        pk = stored.get(slice_)
-        current = {s: list(v) for s, v in _decoded(stages[pk] if pk else {}).items()}
-        for stage, values in by_stage.items():
-            entry = current.setdefault(stage, [0, Decimal(0), 0])
-            for i, v in enumerate(values):
-                entry[i] += v
-        if pk is None:
-            new.append(OpenNow(slice=slice_, stages=_encoded(current)))
-        else:
-            changed.append((pk, _encoded(current)))
-    update_rows(OpenNow, ["stages"], changed)
-    OpenNow.objects.bulk_create(new)
+    stored, current = {}, {}
+    for pk, slice_, stages in OpenNow.objects.filter(slice__in=sorted(delta)).values_list(
+        "pk", "slice", "stages"
+    ):
+        stored[slice_] = pk
+        current[slice_] = {stage: list(v) for stage, v in _decoded(stages).items()}
+    add_into(current, delta)
+    _write(current, stored)
 
 
 def read(slices):
@@ -214,16 +216,10 @@ def replace(per_slice, as_of, limits, seen):
     from the deals (``per_slice``, as ``company.open_now``) at ``as_of`` with ``limits``;
     ``seen``: {pending row pk: the state read of its deal}, their ``before_open``."""
     stored = dict(OpenNow.objects.values_list("slice", "pk"))
-    changed, new = [], []
-    for slice_, by_stage in per_slice.items():
-        encoded = _encoded({stage: tuple(v) for stage, v in by_stage.items()})
-        if slice_ in stored:
-            changed.append((stored.pop(slice_), encoded))
-        else:
-            new.append(OpenNow(slice=slice_, stages=encoded))
-    update_rows(OpenNow, ["stages"], changed)
-    OpenNow.objects.bulk_create(new)
-    OpenNow.objects.filter(pk__in=sorted(stored.values())).delete()
+    _write(per_slice, stored)
+    OpenNow.objects.filter(
+        pk__in=sorted(pk for slice_, pk in stored.items() if slice_ not in per_slice)
+    ).delete()
     update_rows(PendingChange, ["before_open"], sorted(seen.items()))
     LedgerState.objects.filter(pk=1).update(open_as_of=as_of, open_limits=limits)
 

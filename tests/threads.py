@@ -36,3 +36,13 @@ def closing(function):
             connection.close()
 
     return run
+
+
+def run_together(*functions):
+    """Run each of ``functions`` in its own thread (and connection), all at once, and
+    wait for them all."""
+    threads = [threading.Thread(target=closing(f)) for f in functions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)

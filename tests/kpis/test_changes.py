@@ -16,7 +16,7 @@ from kpis.models import DirtyDay, KpiSnapshot, PendingChange, PeriodMeasures
 from kpis.periods import Grain, Period, local_date
 from tests.factories import CompanyFactory, days_ago, deal_in_stage, make_deal, won_deal
 from tests.kpis.builders import ledger_rows, snapshot_rows
-from tests.threads import closing, in_thread
+from tests.threads import in_thread, run_together
 
 
 def _before(deal):
@@ -229,10 +229,6 @@ def test_no_change_is_applied_between_a_gathers_snapshot_and_its_replacement(
         changes.apply_pending()
         order.append("applied")
 
-    threads = [threading.Thread(target=closing(f)) for f in (gather, apply)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    run_together(gather, apply)
     assert order == ["gather read", "gather replaced", "applied"]
     assert not PendingChange.objects.exists()

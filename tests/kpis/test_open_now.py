@@ -19,12 +19,19 @@ from kpis.models import KpiSnapshot, OpenNow, PendingChange, StageSetting
 from kpis.periods import Grain, Period, today
 from tests.factories import days_ago, deal_in_stage, lost_reason, make_deal
 from tests.kpis.builders import snapshot_rows
-from tests.threads import closing, in_thread
+from tests.threads import in_thread, run_together
 
 
 def _table():
     every = OpenNow.objects.values_list("slice", flat=True)
     return opennow.read(every)
+
+
+def _count(as_of, limits):
+    """Count the table from the deals at ``as_of`` with ``limits``, as a recompute of
+    every slice of today does."""
+    teams = dict(User.objects.values_list("id", "team_id"))
+    changes.count_open(lambda: company.open_now(as_of, limits, teams), as_of, limits)
 
 
 def _fresh(as_of=None, limits=None):
@@ -102,13 +109,7 @@ def test_stalled_deals_are_counted_as_of_the_last_count_from_the_deals(rep):
     assert _now_row("stalled_deals") == 2
     limits = opennow.as_counted()[1]
     two_days_ago = timezone.now() - datetime.timedelta(days=2)
-    changes.count_open(
-        lambda: company.open_now(
-            two_days_ago, limits, dict(User.objects.values_list("id", "team_id"))
-        ),
-        two_days_ago,
-        limits,
-    )
+    _count(two_days_ago, limits)
     assert _table()["company"]["needs"][::2] == (1, 0)
     assert _table()["company"]["offer"][::2] == (1, 1)
     # A call held with the stalled deal: out of the stalled deals at once. Another
@@ -141,14 +142,7 @@ def test_a_count_between_a_change_and_its_apply_sets_the_changes_before(rep, cou
     kept = PendingChange.objects.get(deal_id=deal.pk).before_open
     assert kept[0] == Stage.QUALIFICATION
     if count_between:
-        as_of, limits = opennow.as_counted()
-        changes.count_open(
-            lambda: company.open_now(
-                as_of, limits, dict(User.objects.values_list("id", "team_id"))
-            ),
-            as_of,
-            limits,
-        )
+        _count(*opennow.as_counted())
         assert PendingChange.objects.get(deal_id=deal.pk).before_open[0] == Stage.NEEDS
     changes.apply_pending()
     assert _table() == _fresh()
@@ -166,6 +160,25 @@ def test_a_pending_change_that_kept_no_state_makes_the_next_recompute_count_agai
     recompute.recompute_all_dirty()
     assert opennow.as_counted() is not None
     assert _table() == _fresh()
+
+
+def test_new_stall_limits_make_a_batch_count_again(rep):
+    """Counted with one set of stall limits, the table is not read with another: the
+    next hour's inputs (here, an admin's limit) make the batch count from the deals."""
+    deal_in_stage(rep, Stage.NEEDS, start_days_ago=12)
+    other = make_deal(rep, at=timezone.now())
+    recompute.recompute_all()
+    recompute.recompute_all_dirty()
+    assert opennow.as_counted()[1][Stage.NEEDS] is None  # no stays measured: no limit
+    assert _now_row("stalled_deals") is None
+    StageSetting.objects.filter(stage=Stage.NEEDS).update(stall_limit_days=5)
+    company.forget_inputs()  # the next hour's inputs
+    domain.update_deal(other, by=rep, estimated_value=Decimal("800"))
+    recompute.recompute_dirty()
+    assert opennow.as_counted()[1][Stage.NEEDS] == 5
+    assert _table() == _fresh()
+    assert _table()["company"]["needs"] == (1, Decimal("10000"), 1)
+    assert _now_row("stalled_deals") == 1
 
 
 # --- a count meeting changes committed while it reads (PostgreSQL) ----------------------
@@ -203,9 +216,7 @@ def test_changes_committed_while_a_count_reads_are_applied_once(
         return original()
 
     monkeypatch.setattr(opennow, "pending_states", change_then_states)
-    as_of, limits = opennow.as_counted()
-    teams = dict(User.objects.values_list("id", "team_id"))
-    changes.count_open(lambda: company.open_now(as_of, limits, teams), as_of, limits)
+    _count(*opennow.as_counted())
     monkeypatch.setattr(opennow, "pending_states", original)
     assert done
     table = _table()["company"]
@@ -249,11 +260,10 @@ def test_no_change_is_applied_while_a_count_reads_or_replaces(on_postgres, rep, 
 
     monkeypatch.setattr(opennow, "pending_states", slow_states)
     monkeypatch.setattr(opennow, "replace", replaced)
-    as_of, limits = opennow.as_counted()
-    teams = dict(User.objects.values_list("id", "team_id"))
+    counted = opennow.as_counted()
 
     def count():
-        changes.count_open(lambda: company.open_now(as_of, limits, teams), as_of, limits)
+        _count(*counted)
 
     def apply():
         reading.wait(30)
@@ -261,11 +271,7 @@ def test_no_change_is_applied_while_a_count_reads_or_replaces(on_postgres, rep, 
         changes.apply_pending()
         order.append("applied")
 
-    threads = [threading.Thread(target=closing(f)) for f in (count, apply)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    run_together(count, apply)
     assert order == ["count read", "count replaced", "applied"]
     assert not PendingChange.objects.exists()
     assert _table() == _fresh()
