@@ -2,6 +2,7 @@
 concurrency tests: a gather or a count meeting changes committed while it reads)."""
 
 import threading
+import time
 
 from django.db import connection
 
@@ -46,3 +47,42 @@ def run_together(*functions):
         t.start()
     for t in threads:
         t.join(60)
+
+
+class Interleaving:
+    """Two threads forced into one order, and the order they ran in: a reader held
+    once it has read (``held``) until the other thread starts (``then``), with time
+    enough for that thread to finish if nothing makes it wait; ``noted`` records when
+    a step ends."""
+
+    def __init__(self):
+        self.order = []
+        self._read, self._go_on = threading.Event(), threading.Event()
+
+    def held(self, function, label):
+        def run(*args, **kwargs):
+            result = function(*args, **kwargs)
+            self._read.set()
+            self._go_on.wait(30)
+            time.sleep(0.5)  # time enough for a step that did not wait to finish
+            self.order.append(label)
+            return result
+
+        return run
+
+    def noted(self, function, label):
+        def run(*args, **kwargs):
+            result = function(*args, **kwargs)
+            self.order.append(label)
+            return result
+
+        return run
+
+    def then(self, function, label):
+        def run():
+            self._read.wait(30)
+            self._go_on.set()
+            function()
+            self.order.append(label)
+
+        return run

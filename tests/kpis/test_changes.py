@@ -2,8 +2,6 @@
 what a change keeps, what the worker applies, and a gather that meets changes
 committed while it reads."""
 
-import threading
-import time
 from decimal import Decimal
 
 import pytest
@@ -16,7 +14,7 @@ from kpis.models import DirtyDay, KpiSnapshot, PendingChange, PeriodMeasures
 from kpis.periods import Grain, Period, local_date
 from tests.factories import CompanyFactory, days_ago, deal_in_stage, make_deal, won_deal
 from tests.kpis.builders import ledger_rows, snapshot_rows
-from tests.threads import in_thread, run_together
+from tests.threads import Interleaving, in_thread, run_together
 
 
 def _before(deal):
@@ -201,34 +199,13 @@ def test_no_change_is_applied_between_a_gathers_snapshot_and_its_replacement(
     recompute.recompute_all()
     recompute.recompute_all_dirty()
     domain.move_forward(deal, Stage.QUALIFICATION, by=rep, at=days_ago(4))
-    order, reading, go_on = [], threading.Event(), threading.Event()
-    seen, replace = changes._seen, changes._replace
-
-    def slow_seen():
-        result = seen()
-        reading.set()
-        go_on.wait(30)
-        time.sleep(0.5)  # time enough for an apply that did not wait to finish
-        order.append("gather read")
-        return result
-
-    def replaced(*args):
-        result = replace(*args)
-        order.append("gather replaced")
-        return result
-
-    monkeypatch.setattr(changes, "_seen", slow_seen)
-    monkeypatch.setattr(changes, "_replace", replaced)
+    steps = Interleaving()
+    monkeypatch.setattr(changes, "_seen", steps.held(changes._seen, "gather read"))
+    monkeypatch.setattr(changes, "_replace", steps.noted(changes._replace, "gather replaced"))
 
     def gather():
         compute.store_days([Period(Grain.DAY, local_date(days_ago(4)))])
 
-    def apply():
-        reading.wait(30)
-        go_on.set()
-        changes.apply_pending()
-        order.append("applied")
-
-    run_together(gather, apply)
-    assert order == ["gather read", "gather replaced", "applied"]
+    run_together(gather, steps.then(changes.apply_pending, "applied"))
+    assert steps.order == ["gather read", "gather replaced", "applied"]
     assert not PendingChange.objects.exists()

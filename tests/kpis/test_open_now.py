@@ -3,8 +3,6 @@ deal's difference, a recompute of every slice of today counts them from the deal
 and the stalled deals are those as of that count."""
 
 import datetime
-import threading
-import time
 from decimal import Decimal
 
 import pytest
@@ -19,7 +17,7 @@ from kpis.models import KpiSnapshot, OpenNow, PendingChange, StageSetting
 from kpis.periods import Grain, Period, today
 from tests.factories import days_ago, deal_in_stage, lost_reason, make_deal
 from tests.kpis.builders import snapshot_rows
-from tests.threads import in_thread, run_together
+from tests.threads import Interleaving, in_thread, run_together
 
 
 def _table():
@@ -243,35 +241,11 @@ def test_no_change_is_applied_while_a_count_reads_or_replaces(on_postgres, rep, 
     recompute.recompute_all()
     recompute.recompute_all_dirty()
     domain.move_forward(deal, Stage.QUALIFICATION, by=rep)
-    order, reading, go_on = [], threading.Event(), threading.Event()
-    states, replace = opennow.pending_states, opennow.replace
-
-    def slow_states():
-        result = states()
-        reading.set()
-        go_on.wait(30)
-        time.sleep(0.5)  # time enough for an apply that did not wait to finish
-        order.append("count read")
-        return result
-
-    def replaced(*args):
-        replace(*args)
-        order.append("count replaced")
-
-    monkeypatch.setattr(opennow, "pending_states", slow_states)
-    monkeypatch.setattr(opennow, "replace", replaced)
+    steps = Interleaving()
+    monkeypatch.setattr(opennow, "pending_states", steps.held(opennow.pending_states, "count read"))
+    monkeypatch.setattr(opennow, "replace", steps.noted(opennow.replace, "count replaced"))
     counted = opennow.as_counted()
-
-    def count():
-        _count(*counted)
-
-    def apply():
-        reading.wait(30)
-        go_on.set()
-        changes.apply_pending()
-        order.append("applied")
-
-    run_together(count, apply)
-    assert order == ["count read", "count replaced", "applied"]
+    run_together(lambda: _count(*counted), steps.then(changes.apply_pending, "applied"))
+    assert steps.order == ["count read", "count replaced", "applied"]
     assert not PendingChange.objects.exists()
     assert _table() == _fresh()
